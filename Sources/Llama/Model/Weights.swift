@@ -1,0 +1,101 @@
+import LlamaKernels
+
+/// One transformer block's parameters. Matrices are `[out, in]`, as in PyTorch.
+public struct LayerWeights: Sendable {
+    /// (dim) RMSNorm before attention (`input_layernorm`).
+    public var attentionNorm: [Float]
+    /// (headCount * headDim, dim)
+    public var wq: Matrix
+    /// (kvHeadCount * headDim, dim)
+    public var wk: Matrix
+    /// (kvHeadCount * headDim, dim)
+    public var wv: Matrix
+    /// (dim, headCount * headDim)
+    public var wo: Matrix
+    /// (dim) RMSNorm before the feed-forward (`post_attention_layernorm`).
+    public var ffnNorm: [Float]
+    /// (hiddenDim, dim) SwiGLU gate, W1 (`gate_proj`)
+    public var w1: Matrix
+    /// (dim, hiddenDim) down projection, W2 (`down_proj`)
+    public var w2: Matrix
+    /// (hiddenDim, dim) up projection, W3 (`up_proj`)
+    public var w3: Matrix
+}
+
+/// The parameters of a model in memory: the one type every file format loads into.
+/// Large matrices point into memory owned by `storage` (usually memory-mapped files), in
+/// whatever format the file stores them; nothing here knows which file that was.
+public final class Weights: @unchecked Sendable {
+    public let config: ModelConfig
+    /// (vocabSize, dim)
+    public let tokenEmbedding: Matrix
+    public let layers: [LayerWeights]
+    /// (dim) final RMSNorm
+    public let norm: [Float]
+    /// (vocabSize, dim); the same memory as `tokenEmbedding` when the embeddings are tied.
+    public let output: Matrix
+    /// Keeps the memory behind the matrices alive.
+    private let storage: [AnyObject]
+
+    public init(config: ModelConfig, tokenEmbedding: Matrix, layers: [LayerWeights], norm: [Float], output: Matrix?,
+                storage: [AnyObject], source: String) throws {
+        try config.validate(source: source)
+        self.config = config
+        self.tokenEmbedding = tokenEmbedding
+        self.layers = layers
+        self.norm = norm
+        self.output = output ?? tokenEmbedding
+        self.storage = storage
+        try checkShapes(source: source)
+    }
+
+    public var tiedEmbeddings: Bool { output.data == tokenEmbedding.data }
+
+    /// Parameters counted as a checkpoint counts them (tied embeddings once).
+    public var parameterCount: Int {
+        var n = tokenEmbedding.rows * tokenEmbedding.cols + norm.count
+        if !tiedEmbeddings { n += output.rows * output.cols }
+        for l in layers {
+            n += l.attentionNorm.count + l.ffnNorm.count
+            for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { n += m.rows * m.cols }
+        }
+        return n
+    }
+
+    /// Bytes of weights read to produce one token (every matrix once, one embedding row).
+    public var bytesPerToken: Int {
+        var n = output.byteCount + tokenEmbedding.rowBytes
+        for l in layers { for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { n += m.byteCount } }
+        return n
+    }
+
+    private func checkShapes(source: String) throws {
+        let c = config
+        func expect(_ m: Matrix, _ rows: Int, _ cols: Int, _ name: String) throws {
+            if m.rows != rows || m.cols != cols {
+                throw LlamaError.shapeMismatch(file: source, tensor: name, expected: [rows, cols], found: [m.rows, m.cols])
+            }
+            if !m.type.isSupported { throw LlamaError.unsupportedTensorType(file: source, tensor: name, type: m.type.description) }
+        }
+        func expect(_ v: [Float], _ n: Int, _ name: String) throws {
+            if v.count != n { throw LlamaError.shapeMismatch(file: source, tensor: name, expected: [n], found: [v.count]) }
+        }
+        try expect(tokenEmbedding, c.vocabSize, c.dim, "token embedding")
+        try expect(output, c.vocabSize, c.dim, "output")
+        try expect(norm, c.dim, "final norm")
+        if layers.count != c.layerCount {
+            throw LlamaError.invalidConfig(file: source, field: "layers", reason: "config says \(c.layerCount), file has \(layers.count)")
+        }
+        for (i, l) in layers.enumerated() {
+            try expect(l.attentionNorm, c.dim, "layer \(i) attention norm")
+            try expect(l.ffnNorm, c.dim, "layer \(i) ffn norm")
+            try expect(l.wq, c.queryDim, c.dim, "layer \(i) wq")
+            try expect(l.wk, c.kvDim, c.dim, "layer \(i) wk")
+            try expect(l.wv, c.kvDim, c.dim, "layer \(i) wv")
+            try expect(l.wo, c.dim, c.queryDim, "layer \(i) wo")
+            try expect(l.w1, c.hiddenDim, c.dim, "layer \(i) w1 (gate)")
+            try expect(l.w2, c.dim, c.hiddenDim, "layer \(i) w2 (down)")
+            try expect(l.w3, c.hiddenDim, c.dim, "layer \(i) w3 (up)")
+        }
+    }
+}

@@ -1,0 +1,199 @@
+// Dot products of one weight row (in its stored format) with a Float32 vector.
+// Inner loops work on raw pointers and SIMD8 lanes: with AVX2/FMA/F16C enabled
+// (Package.swift) each SIMD8<Float> op is one ymm instruction.
+//
+// Block layouts follow ggml-common.h:
+//   Q8_0: { half d; int8  qs[32] }           x[i] = d * qs[i]
+//   Q4_0: { half d; uint8 qs[16] }           x[i] = d * ((qs[i] & 15) - 8),  x[i+16] = d * ((qs[i] >> 4) - 8)
+//   Q4_1: { half d; half m; uint8 qs[16] }   x[i] = d * (qs[i] & 15) + m,    x[i+16] = d * (qs[i] >> 4) + m
+
+@inline(__always)
+func loadHalf(_ p: UnsafeRawPointer, _ byteOffset: Int) -> Float {
+    Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: byteOffset, as: UInt16.self)))
+}
+
+@inline(__always)
+func loadF32x8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+}
+
+@inline(__always)
+func int8x8ToFloat(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
+    let b = p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<Int8>.self)
+    return SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: b))
+}
+
+@inline(__always)
+func nibbles8(_ p: UnsafeRawPointer, _ byteOffset: Int) -> (lo: SIMD8<Float>, hi: SIMD8<Float>) {
+    let b = SIMD8<Int32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<UInt8>.self))
+    return (SIMD8<Float>(b & 15), SIMD8<Float>(b &>> 4))
+}
+
+@inline(__always)
+func dotF32(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    let wf = w.assumingMemoryBound(to: Float.self)
+    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
+    var i = 0
+    while i + 16 <= n {
+        a0.addProduct(UnsafeRawPointer(wf + i).loadUnaligned(as: SIMD8<Float>.self), loadF32x8(x + i))
+        a1.addProduct(UnsafeRawPointer(wf + i + 8).loadUnaligned(as: SIMD8<Float>.self), loadF32x8(x + i + 8))
+        i += 16
+    }
+    var s = (a0 + a1).sum()
+    while i < n {
+        s += w.loadUnaligned(fromByteOffset: i * 4, as: Float.self) * x[i]
+        i += 1
+    }
+    return s
+}
+
+@inline(__always)
+func dotF16(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
+    var i = 0
+    while i + 16 <= n {
+        a0.addProduct(SIMD8<Float>(w.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<Float16>.self)), loadF32x8(x + i))
+        a1.addProduct(SIMD8<Float>(w.loadUnaligned(fromByteOffset: i * 2 + 16, as: SIMD8<Float16>.self)), loadF32x8(x + i + 8))
+        i += 16
+    }
+    var s = (a0 + a1).sum()
+    while i < n {
+        s += loadHalf(w, i * 2) * x[i]
+        i += 1
+    }
+    return s
+}
+
+@inline(__always)
+func dotBF16(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var a0 = SIMD8<Float>()
+    var i = 0
+    while i + 8 <= n {
+        let bits = SIMD8<UInt32>(truncatingIfNeeded: w.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<UInt16>.self)) &<< 16
+        a0.addProduct(unsafeBitCast(bits, to: SIMD8<Float>.self), loadF32x8(x + i))
+        i += 8
+    }
+    var s = a0.sum()
+    while i < n {
+        s += bf16ToFloat(w.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) * x[i]
+        i += 1
+    }
+    return s
+}
+
+@inline(__always)
+func dotQ8_0(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>()
+    var block = w
+    var xp = x
+    for _ in 0..<(n / 32) {
+        var s = int8x8ToFloat(block, 2) * loadF32x8(xp)
+        s.addProduct(int8x8ToFloat(block, 10), loadF32x8(xp + 8))
+        s.addProduct(int8x8ToFloat(block, 18), loadF32x8(xp + 16))
+        s.addProduct(int8x8ToFloat(block, 26), loadF32x8(xp + 24))
+        acc.addProduct(s, SIMD8<Float>(repeating: loadHalf(block, 0)))
+        block += 34
+        xp += 32
+    }
+    return acc.sum()
+}
+
+@inline(__always)
+func dotQ4_0(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>()
+    var block = w
+    var xp = x
+    let eight = SIMD8<Float>(repeating: 8)
+    for _ in 0..<(n / 32) {
+        let (l0, h0) = nibbles8(block, 2)
+        let (l1, h1) = nibbles8(block, 10)
+        var s = (l0 - eight) * loadF32x8(xp)
+        s.addProduct(l1 - eight, loadF32x8(xp + 8))
+        s.addProduct(h0 - eight, loadF32x8(xp + 16))
+        s.addProduct(h1 - eight, loadF32x8(xp + 24))
+        acc.addProduct(s, SIMD8<Float>(repeating: loadHalf(block, 0)))
+        block += 18
+        xp += 32
+    }
+    return acc.sum()
+}
+
+@inline(__always)
+func dotQ4_1(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>()
+    var block = w
+    var xp = x
+    for _ in 0..<(n / 32) {
+        let (l0, h0) = nibbles8(block, 4)
+        let (l1, h1) = nibbles8(block, 12)
+        let x0 = loadF32x8(xp), x1 = loadF32x8(xp + 8), x2 = loadF32x8(xp + 16), x3 = loadF32x8(xp + 24)
+        var s = l0 * x0
+        s.addProduct(l1, x1)
+        s.addProduct(h0, x2)
+        s.addProduct(h1, x3)
+        acc.addProduct(s, SIMD8<Float>(repeating: loadHalf(block, 0)))
+        acc.addProduct((x0 + x1) + (x2 + x3), SIMD8<Float>(repeating: loadHalf(block, 2)))
+        block += 20
+        xp += 32
+    }
+    return acc.sum()
+}
+
+@inline(__always)
+func bf16ToFloat(_ bits: UInt16) -> Float {
+    Float(bitPattern: UInt32(bits) << 16)
+}
+
+/// Dot product of row `w` (stored as `type`, `n` elements) with `x`.
+@inline(__always)
+public func dot(_ type: TensorType, _ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    switch type {
+    case .f32: dotF32(w, x, n)
+    case .f16: dotF16(w, x, n)
+    case .bf16: dotBF16(w, x, n)
+    case .q8_0: dotQ8_0(w, x, n)
+    case .q4_0: dotQ4_0(w, x, n)
+    case .q4_1: dotQ4_1(w, x, n)
+    default: preconditionFailure("no kernel for \(type); loaders reject it")
+    }
+}
+
+/// Decodes one row of `n` elements stored as `type` into Float32 (ggml's `dequantize_row_*`).
+public func dequantizeRow(_ type: TensorType, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, _ n: Int) {
+    switch type {
+    case .f32:
+        dst.update(from: src.assumingMemoryBound(to: Float.self), count: n)
+    case .f16:
+        for i in 0..<n { dst[i] = loadHalf(src, i * 2) }
+    case .bf16:
+        for i in 0..<n { dst[i] = bf16ToFloat(src.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) }
+    case .q8_0:
+        for b in 0..<(n / 32) {
+            let block = src + b * 34
+            let d = loadHalf(block, 0)
+            for j in 0..<32 { dst[b * 32 + j] = d * Float(block.load(fromByteOffset: 2 + j, as: Int8.self)) }
+        }
+    case .q4_0:
+        for b in 0..<(n / 32) {
+            let block = src + b * 18
+            let d = loadHalf(block, 0)
+            for j in 0..<16 {
+                let q = block.load(fromByteOffset: 2 + j, as: UInt8.self)
+                dst[b * 32 + j] = d * Float(Int(q & 15) - 8)
+                dst[b * 32 + j + 16] = d * Float(Int(q >> 4) - 8)
+            }
+        }
+    case .q4_1:
+        for b in 0..<(n / 32) {
+            let block = src + b * 20
+            let d = loadHalf(block, 0), m = loadHalf(block, 2)
+            for j in 0..<16 {
+                let q = block.load(fromByteOffset: 4 + j, as: UInt8.self)
+                dst[b * 32 + j] = d * Float(q & 15) + m
+                dst[b * 32 + j + 16] = d * Float(q >> 4) + m
+            }
+        }
+    default:
+        preconditionFailure("no kernel for \(type); loaders reject it")
+    }
+}

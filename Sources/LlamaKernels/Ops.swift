@@ -1,0 +1,106 @@
+import Foundation
+
+/// A weight matrix of `rows` × `cols` in its stored format, row-major (PyTorch's `[out, in]`,
+/// ggml's `ne = [cols, rows]`). The memory belongs to whoever made it (usually a mapped file).
+public struct Matrix: @unchecked Sendable {
+    public let type: TensorType
+    public let rows: Int
+    public let cols: Int
+    public let data: UnsafeRawPointer
+    public let rowBytes: Int
+
+    public init(type: TensorType, rows: Int, cols: Int, data: UnsafeRawPointer) {
+        precondition(cols % type.blockSize == 0, "row length \(cols) is not a whole number of \(type) blocks")
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        self.data = data
+        self.rowBytes = cols / type.blockSize * type.blockBytes
+    }
+
+    public var byteCount: Int { rows * rowBytes }
+
+    /// Decodes row `r` into `dst` (`cols` floats).
+    public func row(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
+        dequantizeRow(type, data + r * rowBytes, dst, cols)
+    }
+}
+
+/// Rows per task handed to the pool: small enough to balance two cores, large enough that
+/// scheduling costs nothing next to the arithmetic.
+@usableFromInline let rowsPerChunk = 16
+
+/// y = W x, with W `rows` × `cols` in any supported format, x `cols` floats, y `rows` floats.
+public func matvec(_ w: Matrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) {
+    let chunks = (w.rows + rowsPerChunk - 1) / rowsPerChunk
+    let out = SendablePointer(y)
+    let xin = SendablePointer(UnsafeMutablePointer(mutating: x))
+    let body = { (chunk: Int) in
+        let start = chunk * rowsPerChunk
+        let end = min(start + rowsPerChunk, w.rows)
+        var row = w.data + start * w.rowBytes
+        for r in start..<end {
+            out.pointer[r] = dot(w.type, row, xin.pointer, w.cols)
+            row += w.rowBytes
+        }
+    }
+    if w.rows * w.cols < 32 * 1024 {
+        for c in 0..<chunks { body(c) }
+    } else {
+        pool.parallelFor(chunks, body)
+    }
+}
+
+/// RMSNorm [Zhang & Sennrich 2019; LLaMA §2.2]: out = x / sqrt(mean(x²) + eps) * weight.
+/// Accumulates in Double so the result matches PyTorch's float32 reduction to within rounding.
+public func rmsnorm(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int, eps: Float) {
+    var ss: Double = 0
+    for i in 0..<n { ss += Double(x[i]) * Double(x[i]) }
+    let scale = Float(1.0 / (ss / Double(n) + Double(eps)).squareRoot())
+    for i in 0..<n { out[i] = weight[i] * (x[i] * scale) }
+}
+
+/// In-place softmax over `n` values.
+public func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+    guard n > 0 else { return }
+    var maxValue = x[0]
+    for i in 1..<n where x[i] > maxValue { maxValue = x[i] }
+    var sum: Float = 0
+    for i in 0..<n {
+        x[i] = expf(x[i] - maxValue)
+        sum += x[i]
+    }
+    let inv = 1 / sum
+    for i in 0..<n { x[i] *= inv }
+}
+
+/// SwiGLU gate [Shazeer 2020, eq. 5]: gate = silu(gate) * up, silu(z) = z * sigmoid(z).
+public func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
+    for i in 0..<n {
+        let g = gate[i]
+        gate[i] = g / (1 + expf(-g)) * up[i]
+    }
+}
+
+/// y += a * x
+@inline(__always)
+public func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+    let av = SIMD8<Float>(repeating: a)
+    var i = 0
+    while i + 8 <= n {
+        var v = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
+        v.addProduct(av, loadF32x8(x + i))
+        UnsafeMutableRawPointer(y + i).storeBytes(of: v, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n {
+        y[i] += a * x[i]
+        i += 1
+    }
+}
+
+/// Dot product of two Float32 vectors.
+@inline(__always)
+public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    dotF32(UnsafeRawPointer(a), b, n)
+}
