@@ -1,0 +1,82 @@
+import Foundation
+
+/// A model as a user has it: weights, tokenizer and the chat template its file names, loaded
+/// from a GGUF file, a Hugging Face directory or a llama2.c checkpoint.
+public final class Model: @unchecked Sendable {
+    public let path: String
+    public let format: ModelFormat
+    public let weights: Weights
+    public let tokenizer: any Tokenizer
+    /// The Jinja chat template stored with the model, if any (`tokenizer.chat_template`).
+    public let chatTemplate: String?
+    /// A readable name (`general.name`, or the file name).
+    public let name: String
+    /// Metadata for `llama info`: (key, value) in file order.
+    public let metadata: [(String, String)]
+
+    public var config: ModelConfig { weights.config }
+
+    public init(path: String, tokenizerPath: String? = nil) throws {
+        self.path = path
+        format = try ModelLoader.detectFormat(path: path)
+        var metadata: [(String, String)] = []
+        var template: String?
+        var name = URL(fileURLWithPath: path).lastPathComponent
+        let explicitTokenizer = try tokenizerPath.map { try TokenizerLoader.load(file: $0) }
+        switch format {
+        case .gguf:
+            let gguf = try GGUFFile(path: path)
+            weights = try gguf.loadWeights()
+            tokenizer = try explicitTokenizer ?? TokenizerLoader.load(gguf: gguf)
+            template = gguf.string("tokenizer.chat_template")
+            name = gguf.string("general.name") ?? name
+            for key in gguf.keys where !key.hasPrefix("tokenizer.ggml.") || !(gguf.metadata[key]?.array != nil) {
+                if key == "tokenizer.chat_template" { continue }
+                metadata.append((key, gguf.metadata[key]!.description))
+            }
+            for key in gguf.keys where key.hasPrefix("tokenizer.ggml.") && gguf.metadata[key]?.array != nil {
+                metadata.append((key, "[\(gguf.metadata[key]!.array!.count) items]"))
+            }
+        case .huggingFace:
+            let (w, hf) = try HFDirectory.loadWeights(directory: path)
+            weights = w
+            tokenizer = try explicitTokenizer ?? Self.loadTokenizer(forDirectory: path, config: hf)
+            template = TokenizerLoader.tokenizerConfig(besides: path + "/tokenizer.json")["chat_template"] as? String
+        case .llama2c:
+            weights = try Llama2C.loadWeights(path: path)
+            if let t = explicitTokenizer {
+                tokenizer = t
+            } else {
+                let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+                let candidate = dir + "/tokenizer.bin"
+                guard FileManager.default.fileExists(atPath: candidate) else {
+                    throw LlamaError.missingTokenizer(model: path, looked: [candidate])
+                }
+                tokenizer = try SentencePieceTokenizer(llama2cFile: candidate, vocabSize: weights.config.vocabSize)
+            }
+        }
+        if tokenizer.vocabSize > weights.config.vocabSize {
+            throw LlamaError.invalidConfig(file: path, field: "vocab_size",
+                                           reason: "the tokenizer has \(tokenizer.vocabSize) tokens, the model only \(weights.config.vocabSize)")
+        }
+        chatTemplate = template
+        self.name = name
+        self.metadata = metadata
+    }
+
+    /// `tokenizer.model` (SentencePiece) or `tokenizer.json` in a model directory.
+    static func loadTokenizer(forDirectory dir: String, config: HFConfig?) throws -> any Tokenizer {
+        let spm = dir + "/tokenizer.model", json = dir + "/tokenizer.json"
+        if FileManager.default.fileExists(atPath: spm) {
+            let t = try SentencePieceTokenizer(modelFile: spm)
+            guard let config else { return t }
+            return SentencePieceTokenizer(vocabulary: t.vocabulary, bosID: config.bosTokenID ?? t.bosID,
+                                          eosID: config.eosTokenIDs.first ?? t.eosID, unknownID: t.unknownID,
+                                          addDummyPrefix: t.addDummyPrefix, byteFallback: t.byteFallback)
+        }
+        if FileManager.default.fileExists(atPath: json) {
+            return try TokenizerLoader.load(tokenizerJSON: json, bosID: config?.bosTokenID, eosID: config?.eosTokenIDs.first)
+        }
+        throw LlamaError.missingTokenizer(model: dir, looked: [spm, json])
+    }
+}
