@@ -1,0 +1,169 @@
+import Foundation
+import LlamaKernels
+
+public struct GenerationOptions: Sendable {
+    public var maxTokens: Int = 256
+    public var sampling = SamplingOptions()
+    /// Generation ends when the text contains one of these (the stop string is not returned).
+    public var stopStrings: [String] = []
+    /// Generation ends at these tokens (EOS and the chat template's end-of-turn token).
+    public var stopTokens: Set<Int> = []
+
+    public init() {}
+}
+
+public enum FinishReason: String, Sendable {
+    /// EOS, an end-of-turn token or a stop string.
+    case stop
+    /// `maxTokens` reached, or the context is full.
+    case length
+    /// The caller's callback asked to stop.
+    case cancelled
+}
+
+public struct GenerationResult: Sendable {
+    public var tokens: [Int] = []
+    public var text = ""
+    public var finishReason = FinishReason.length
+    public var promptTokens = 0
+    /// Prompt tokens actually computed (the rest were already in the cache).
+    public var promptTokensEvaluated = 0
+    public var promptSeconds: Double = 0
+    public var generationSeconds: Double = 0
+
+    public var promptTokensPerSecond: Double { promptSeconds > 0 ? Double(promptTokensEvaluated) / promptSeconds : 0 }
+    public var tokensPerSecond: Double { generationSeconds > 0 ? Double(tokens.count) / generationSeconds : 0 }
+}
+
+/// Runs a model over a prompt and samples a continuation, streaming text as it becomes final.
+/// Keeps the key/value cache between calls: a prompt that extends the previous conversation
+/// only computes its new tokens (multi-turn chat).
+public final class Generator: @unchecked Sendable {
+    public let model: Model
+    public let transformer: Transformer
+    /// The tokens whose keys/values are in the cache, in order.
+    public private(set) var cachedTokens: [Int] = []
+
+    public init(model: Model, contextLength: Int? = nil, pool: ThreadPool = .shared) {
+        self.model = model
+        transformer = Transformer(weights: model.weights, contextLength: contextLength, pool: pool)
+    }
+
+    public var contextLength: Int { transformer.contextLength }
+
+    /// Logits after feeding `tokens` from the start (reusing the cached common prefix).
+    @discardableResult
+    public func prefill(_ tokens: [Int]) throws -> (logits: [Float], evaluated: Int) {
+        guard !tokens.isEmpty else { throw LlamaError.invalidArgument("the prompt is empty") }
+        guard tokens.count <= contextLength else {
+            throw LlamaError.promptTooLong(tokens: tokens.count, contextLength: contextLength)
+        }
+        // Keep the shared prefix, but always recompute the last prompt token to get its logits.
+        var keep = zip(cachedTokens, tokens).prefix { $0 == $1 }.count
+        keep = min(keep, tokens.count - 1)
+        cachedTokens = Array(tokens[0..<keep])
+        var logits: [Float] = []
+        for pos in keep..<tokens.count {
+            logits = try transformer.forward(token: tokens[pos], position: pos)
+            cachedTokens.append(tokens[pos])
+        }
+        return (logits, tokens.count - keep)
+    }
+
+    /// Generates after `prompt`. `onText` receives each piece of final text as it is produced
+    /// and returns false to stop early.
+    public func generate(prompt: [Int], options: GenerationOptions,
+                         onText: (String) -> Bool = { _ in true }) throws -> GenerationResult {
+        var result = GenerationResult()
+        result.promptTokens = prompt.count
+        let start = DispatchTime.now()
+        var (logits, evaluated) = try prefill(prompt)
+        result.promptTokensEvaluated = evaluated
+        let afterPrompt = DispatchTime.now()
+        result.promptSeconds = seconds(start, afterPrompt)
+
+        var sampler = Sampler(options.sampling)
+        var decoder = StreamingDecoder(tokenizer: model.tokenizer)
+        var stops = StopStringFilter(options.stopStrings)
+        var history = prompt
+
+        func deliver(_ text: String) -> Bool {
+            result.text += text
+            return text.isEmpty || onText(text)
+        }
+        var finished = false
+        while !finished && result.tokens.count < options.maxTokens {
+            let token = sampler.sample(logits, history: history)
+            if options.stopTokens.contains(token) || token == model.tokenizer.eosID {
+                result.finishReason = .stop
+                break
+            }
+            result.tokens.append(token)
+            history.append(token)
+            let (text, stopped) = stops.push(decoder.append(token))
+            if !deliver(text) {
+                result.finishReason = .cancelled
+                finished = true
+            } else if stopped {
+                result.finishReason = .stop
+                finished = true
+            } else if cachedTokens.count >= contextLength {
+                finished = true
+            } else {
+                logits = try transformer.forward(token: token, position: cachedTokens.count)
+                cachedTokens.append(token)
+            }
+        }
+        if result.finishReason != .cancelled && !(finished && result.finishReason == .stop) {
+            let (tail, stopped) = stops.push(decoder.finish())
+            _ = deliver(tail + (stopped ? "" : stops.flush()))
+            if stopped { result.finishReason = .stop }
+        }
+        result.generationSeconds = seconds(afterPrompt, DispatchTime.now())
+        return result
+    }
+
+    private func seconds(_ a: DispatchTime, _ b: DispatchTime) -> Double {
+        Double(b.uptimeNanoseconds - a.uptimeNanoseconds) / 1e9
+    }
+}
+
+/// Holds back text that could be the start of a stop string, so the stop string itself is
+/// never streamed out.
+struct StopStringFilter {
+    let stops: [String]
+    private var held = ""
+
+    init(_ stops: [String]) { self.stops = stops.filter { !$0.isEmpty } }
+
+    /// Adds text; returns what is safe to emit, and whether a stop string was reached.
+    mutating func push(_ text: String) -> (String, Bool) {
+        guard !stops.isEmpty else { return (text, false) }
+        held += text
+        for s in stops {
+            if let r = held.range(of: s) {
+                let out = String(held[..<r.lowerBound])
+                held = ""
+                return (out, true)
+            }
+        }
+        // Keep the longest suffix of `held` that is a prefix of some stop string.
+        var keep = 0
+        for s in stops {
+            for n in stride(from: min(s.count - 1, held.count), to: keep, by: -1)
+            where held.hasSuffix(String(s.prefix(n))) {
+                keep = n
+                break
+            }
+        }
+        let out = String(held.dropLast(keep))
+        held = String(held.suffix(keep))
+        return (out, false)
+    }
+
+    /// The held-back text at the end of generation.
+    mutating func flush() -> String {
+        defer { held = "" }
+        return held
+    }
+}

