@@ -3,6 +3,7 @@
 public enum LlamaError: Error, CustomStringConvertible, Equatable {
     case fileNotFound(String)
     case cannotRead(file: String, reason: String)
+    case cannotWrite(file: String, reason: String)
     case truncated(file: String, offset: Int, needed: Int, what: String)
     case badMagic(file: String, found: String, expected: String)
     case unsupportedVersion(file: String, version: Int)
@@ -25,6 +26,7 @@ public enum LlamaError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .fileNotFound(let f): "\(f): no such file or directory"
         case .cannotRead(let f, let why): "\(f): cannot read: \(why)"
+        case .cannotWrite(let f, let why): "\(f): cannot write: \(why)"
         case .truncated(let f, let off, let n, let what):
             "\(f): truncated: \(what) needs \(n) bytes at offset \(off), past the end of the file"
         case .badMagic(let f, let found, let expected): "\(f): not a \(expected) file (starts with \(found))"

@@ -1,0 +1,78 @@
+import Foundation
+import XCTest
+
+/// The `llama` executable: output shapes and one-line errors with a non-zero exit status.
+final class CLITests: XCTestCase {
+    var binary: String { Bundle.main.bundleURL.appendingPathComponent("llama").path }
+
+    func run(_ args: [String], stdin: Data? = nil) throws -> (status: Int32, out: String, err: String) {
+        guard FileManager.default.isExecutableFile(atPath: binary) else { throw XCTSkip("\(binary) is not built") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = args
+        let out = Pipe(), err = Pipe(), input = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = input
+        try p.run()
+        if let stdin { input.fileHandleForWriting.write(stdin) }
+        try input.fileHandleForWriting.close()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    func testTokenizeJSONFromABareTokenizer() throws {
+        let model = try SharedData.path("tokenizer/llama2-tokenizer.model")
+        let r = try run(["tokenize", "--model", model, "--json", "Hello world"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(r.out, "{\"ids\":[15043,3186],\"pieces\":[\"▁Hello\",\"▁world\"]}\n")
+        let bos = try run(["tokenize", "--model", model, "--bos"], stdin: Data("Hello world".utf8))
+        XCTAssertEqual(bos.out, "1 15043 3186\n")
+    }
+
+    func testLogitsMatchReference() throws {
+        let dir = try SharedData.path("reference/ref-mha-512")
+        let r = try run(["logits", "--model", dir + "/ref-mha-512-f32.gguf", "--ids", "1,300,45"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let logits = try JSONDecoder().decode([Float].self, from: Data(r.out.utf8))
+        let expected = try Data(contentsOf: URL(fileURLWithPath: dir + "/logits-0.f32")).withUnsafeBytes {
+            Array($0.bindMemory(to: Float.self)[(2 * 512)..<(3 * 512)])
+        }
+        XCTAssertEqual(logits.count, 512)
+        for i in 0..<512 { XCTAssertEqual(logits[i], expected[i], accuracy: 1e-4) }
+        let all = try run(["logits", "--model", dir + "/hf", "--ids", "1,300,45", "--all"])
+        XCTAssertEqual(try JSONDecoder().decode([[Float]].self, from: Data(all.out.utf8)).count, 3)
+    }
+
+    func testErrorsAreOneLineWithNonZeroStatus() throws {
+        let tmp = NSTemporaryDirectory() + "llama-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        let gguf = try Data(contentsOf: URL(fileURLWithPath: try SharedData.path("reference/ref-gqa-32k/ref-gqa-32k-f32.gguf")))
+        FileManager.default.createFile(atPath: tmp + "/cut.gguf", contents: gguf.prefix(gguf.count - 1000))
+        let cases: [([String], Data?, String)] = [
+            (["run", "--model", tmp + "/cut.gguf", "hi"], nil, "truncated"),
+            (["info", "--model", tmp + "/absent.gguf"], nil, "no such file"),
+            (["tokenize", "--model", try SharedData.path("tokenizer/llama2-tokenizer.model")], Data([0x48, 0xFF, 0xFE]), "not valid UTF-8"),
+            (["run", "--model", try SharedData.path("reference/ref-gqa-32k/hf"), "--ctx-size", "4", "-n", "1",
+              "one two three four five six"], nil, "longer than the context"),
+            (["logits", "--model", try SharedData.path("reference/ref-gqa-32k/hf"), "--ids", "1,x"], nil, "not an integer"),
+        ]
+        for (args, stdin, message) in cases {
+            let r = try run(args, stdin: stdin)
+            XCTAssertNotEqual(r.status, 0, "\(args)")
+            XCTAssertTrue(r.err.contains(message), "\(args): \(r.err)")
+            XCTAssertFalse(r.err.contains("Fatal error"), "\(args) crashed: \(r.err)")
+        }
+    }
+
+    func testHelp() throws {
+        for sub in ["chat", "run", "tokenize", "logits", "info", "pull"] {
+            let r = try run([sub, "--help"])
+            XCTAssertEqual(r.status, 0)
+            XCTAssertTrue(r.out.contains("USAGE"), sub)
+        }
+    }
+}
