@@ -14,7 +14,8 @@ var kernelFlags: [SwiftSetting] = []
 if !portable {
     #if arch(x86_64)
     // AVX2 + FMA + F16C (Haswell, 2013, and every later x86-64 server or desktop CPU).
-    kernelFlags.append(.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c"]))
+    // LLAMA_AVX2 turns on the integer-intrinsic kernels, which need these flags to compile.
+    kernelFlags.append(.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-DLLAMA_AVX2"]))
     #endif
     // `swift test` builds debug by default; unoptimised SIMD loops run 100-300x slower.
     kernelFlags.append(.unsafeFlags(["-O"]))

@@ -144,6 +144,66 @@ func bf16ToFloat(_ bits: UInt16) -> Float {
     Float(bitPattern: UInt32(bits) << 16)
 }
 
+@inline(__always)
+func dotQ4_K(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>()
+    var offsets: Float = 0
+    for sb in 0..<(n / 256) {
+        let block = w + sb * 144
+        let d = loadHalf(block, 0), dmin = loadHalf(block, 2)
+        let (sc, mn) = q4KScales(block + 4)
+        for pair in 0..<4 {
+            for k in 0..<2 {
+                let j = 2 * pair + k
+                let xp = x + sb * 256 + j * 32
+                var s = SIMD8<Float>(), xs = SIMD8<Float>()
+                for g in 0..<4 {
+                    let b = SIMD8<Int32>(truncatingIfNeeded: block.loadUnaligned(fromByteOffset: 16 + pair * 32 + g * 8, as: SIMD8<UInt8>.self))
+                    let q = SIMD8<Float>(k == 0 ? b & 15 : b &>> 4)
+                    s.addProduct(q, loadF32x8(xp + g * 8))
+                    xs += loadF32x8(xp + g * 8)
+                }
+                acc.addProduct(s, SIMD8<Float>(repeating: d * Float(sc[j])))
+                offsets += dmin * Float(mn[j]) * xs.sum()
+            }
+        }
+    }
+    return acc.sum() - offsets
+}
+
+@inline(__always)
+func dotQ6_K(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var total: Float = 0
+    var row = [Float](repeating: 0, count: 256)
+    for sb in 0..<(n / 256) {
+        row.withUnsafeMutableBufferPointer { dequantizeQ6_K(w + sb * 210, $0.baseAddress!) }
+        total += row.withUnsafeBufferPointer { dotF32(UnsafeRawPointer($0.baseAddress!), x + sb * 256, 256) }
+    }
+    return total
+}
+
+/// One Q6_K super-block (256 values) → floats (ggml `dequantize_row_q6_K`).
+@inline(__always)
+func dequantizeQ6_K(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+    let d = loadHalf(block, 208)
+    let b = block.assumingMemoryBound(to: UInt8.self)
+    let scales = (block + 192).assumingMemoryBound(to: Int8.self)
+    for half in 0..<2 {
+        let ql = b + half * 64, qh = b + 128 + half * 32, sc = scales + half * 8, out = y + half * 128
+        for l in 0..<32 {
+            let i = l / 16
+            let q1 = Int(ql[l] & 0xF | ((qh[l] >> 0) & 3) << 4) - 32
+            let q2 = Int(ql[l + 32] & 0xF | ((qh[l] >> 2) & 3) << 4) - 32
+            let q3 = Int(ql[l] >> 4 | ((qh[l] >> 4) & 3) << 4) - 32
+            let q4 = Int(ql[l + 32] >> 4 | ((qh[l] >> 6) & 3) << 4) - 32
+            out[l] = d * Float(sc[i]) * Float(q1)
+            out[l + 32] = d * Float(sc[i + 2]) * Float(q2)
+            out[l + 64] = d * Float(sc[i + 4]) * Float(q3)
+            out[l + 96] = d * Float(sc[i + 6]) * Float(q4)
+        }
+    }
+}
+
 /// Dot product of row `w` (stored as `type`, `n` elements) with `x`.
 @inline(__always)
 public func dot(_ type: TensorType, _ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
@@ -154,6 +214,8 @@ public func dot(_ type: TensorType, _ w: UnsafeRawPointer, _ x: UnsafePointer<Fl
     case .q8_0: dotQ8_0(w, x, n)
     case .q4_0: dotQ4_0(w, x, n)
     case .q4_1: dotQ4_1(w, x, n)
+    case .q4_K: dotQ4_K(w, x, n)
+    case .q6_K: dotQ6_K(w, x, n)
     default: preconditionFailure("no kernel for \(type); loaders reject it")
     }
 }
@@ -193,6 +255,24 @@ public func dequantizeRow(_ type: TensorType, _ src: UnsafeRawPointer, _ dst: Un
                 dst[b * 32 + j + 16] = d * Float(q >> 4) + m
             }
         }
+    case .q4_K:
+        for sb in 0..<(n / 256) {
+            let block = src + sb * 144
+            let d = loadHalf(block, 0), dmin = loadHalf(block, 2)
+            let (sc, mn) = q4KScales(block + 4)
+            for pair in 0..<4 {
+                let d1 = d * Float(sc[2 * pair]), m1 = dmin * Float(mn[2 * pair])
+                let d2 = d * Float(sc[2 * pair + 1]), m2 = dmin * Float(mn[2 * pair + 1])
+                let out = dst + sb * 256 + pair * 64
+                for l in 0..<32 {
+                    let q = block.load(fromByteOffset: 16 + pair * 32 + l, as: UInt8.self)
+                    out[l] = d1 * Float(q & 0xF) - m1
+                    out[l + 32] = d2 * Float(q >> 4) - m2
+                }
+            }
+        }
+    case .q6_K:
+        for sb in 0..<(n / 256) { dequantizeQ6_K(src + sb * 210, dst + sb * 256) }
     default:
         preconditionFailure("no kernel for \(type); loaders reject it")
     }

@@ -31,23 +31,62 @@ public struct Matrix: @unchecked Sendable {
 @usableFromInline let rowsPerChunk = 16
 
 /// y = W x, with W `rows` × `cols` in any supported format, x `cols` floats, y `rows` floats.
+/// Formats with integer kernels quantize x once (as llama.cpp does) and reuse it for every row.
 public func matvec(_ w: Matrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) {
-    let chunks = (w.rows + rowsPerChunk - 1) / rowsPerChunk
-    let out = SendablePointer(y)
-    let xin = SendablePointer(UnsafeMutablePointer(mutating: x))
-    let body = { (chunk: Int) in
-        let start = chunk * rowsPerChunk
-        let end = min(start + rowsPerChunk, w.rows)
-        var row = w.data + start * w.rowBytes
-        for r in start..<end {
-            out.pointer[r] = dot(w.type, row, xin.pointer, w.cols)
-            row += w.rowBytes
-        }
+    matvec([(w, y)], x, pool: pool)
+}
+
+/// Several products with the same input (q, k and v; gate and up) in one parallel region,
+/// with x quantized once.
+public func matvec(_ products: [(Matrix, UnsafeMutablePointer<Float>)], _ x: UnsafePointer<Float>, pool: ThreadPool = .shared) {
+    guard let first = products.first?.0 else { return }
+    if products.contains(where: { $0.0.cols != first.cols || $0.0.type.usesQ8Activations != first.type.usesQ8Activations }) {
+        for p in products { matvec([p], x, pool: pool) }
+        return
     }
-    if w.rows * w.cols < 32 * 1024 {
-        for c in 0..<chunks { body(c) }
-    } else {
-        pool.parallelFor(chunks, body)
+    // (matrix index, first row) of every task.
+    var tasks: [(Int, Int)] = []
+    var work = 0
+    for (i, (w, _)) in products.enumerated() {
+        for r in stride(from: 0, to: w.rows, by: rowsPerChunk) { tasks.append((i, r)) }
+        work += w.rows * w.cols
+    }
+    let outputs = products.map { SendablePointer($0.1) }
+    let matrices = products.map(\.0)
+    let run = { (body: @escaping (Int) -> Void) in
+        if work >= 32 * 1024 { pool.parallelFor(tasks.count, body) } else { for t in 0..<tasks.count { body(t) } }
+    }
+    #if LLAMA_AVX2
+    if first.type.usesQ8Activations {
+        withUnsafeTemporaryAllocation(byteCount: Q8Activations.byteCount(first.cols), alignment: 64) { buffer in
+            let xq = Q8Activations(buffer: buffer.baseAddress!, count: first.cols)
+            xq.quantize(x)
+            run { t in
+                let (i, start) = tasks[t]
+                let w = matrices[i]
+                let end = min(start + rowsPerChunk, w.rows)
+                var r = start
+                while r + 4 <= end {
+                    let v = dot4Q8(w.type, w.data + r * w.rowBytes, w.rowBytes, xq)
+                    for k in 0..<4 { outputs[i].pointer[r + k] = v[k] }
+                    r += 4
+                }
+                while r < end {
+                    outputs[i].pointer[r] = dotQ8(w.type, w.data + r * w.rowBytes, xq)
+                    r += 1
+                }
+            }
+        }
+        return
+    }
+    #endif
+    let xin = SendablePointer(UnsafeMutablePointer(mutating: x))
+    run { t in
+        let (i, start) = tasks[t]
+        let w = matrices[i]
+        for r in start..<min(start + rowsPerChunk, w.rows) {
+            outputs[i].pointer[r] = dot(w.type, w.data + r * w.rowBytes, xin.pointer, w.cols)
+        }
     }
 }
 

@@ -2,66 +2,89 @@ import Foundation
 import XCTest
 import LlamaKernels
 
-/// Block decoding equals the `gguf` package's dequantisation bit for bit, and every kernel's
-/// dot product equals the dot product of the decoded row (Tests/Fixtures/quant_cases.json,
-/// made by Tools/make_quant_fixtures.py).
+/// Block decoding equals the `gguf` package's bit for bit; activations quantize to the same
+/// Q8_0 blocks as `gguf`'s; and matvec equals the dot product llama.cpp defines for each format
+/// (Tests/Fixtures/quant_cases.json, made by Tools/make_quant_fixtures.py).
 final class QuantTests: XCTestCase {
-    struct Fixture: Decodable {
-        struct Case: Decodable {
-            let type: String
-            let ggml_type: UInt32
-            let rows: Int
-            let cols: Int
-            let data: String
-            let dequantized: [Float]
-        }
+    struct Case: Decodable {
+        let type: String
+        let ggml_type: UInt32
+        let rows: Int
+        let cols: Int
+        let data: String
+        let dequantized: [Float]
         let x: [Float]
-        let cases: [Case]
+        let x_q8_0: String
+        let x_q8_0_dequantized: [Float]
+
+        var tensorType: TensorType { TensorType(rawValue: ggml_type)! }
+        var bytes: [UInt8] { [UInt8](Data(base64Encoded: data)!) }
     }
 
-    func fixture() throws -> Fixture {
+    func cases() throws -> [Case] {
         var dir = URL(fileURLWithPath: #filePath)
         dir.deleteLastPathComponent()
         dir.deleteLastPathComponent()
-        let url = dir.appendingPathComponent("Fixtures/quant_cases.json")
-        return try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: url))
+        struct File: Decodable { let cases: [Case] }
+        return try JSONDecoder().decode(File.self, from: Data(contentsOf: dir.appendingPathComponent("Fixtures/quant_cases.json"))).cases
     }
 
     func testDequantizeMatchesGGUFPackage() throws {
-        let f = try fixture()
-        XCTAssertEqual(f.cases.count, 6)
-        for c in f.cases {
-            let type = try XCTUnwrap(TensorType(rawValue: c.ggml_type), c.type)
+        let all = try cases()
+        XCTAssertEqual(all.map(\.type), ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"])
+        for c in all {
+            let type = c.tensorType
             XCTAssertEqual(type.description, c.type)
-            let bytes = [UInt8](try XCTUnwrap(Data(base64Encoded: c.data)))
+            let bytes = c.bytes
             XCTAssertEqual(bytes.count, c.rows * type.rowBytes(c.cols)!)
             bytes.withUnsafeBytes { raw in
                 let m = Matrix(type: type, rows: c.rows, cols: c.cols, data: raw.baseAddress!)
                 var row = [Float](repeating: 0, count: c.cols)
                 for r in 0..<c.rows {
                     m.row(r, into: &row)
-                    for j in 0..<c.cols {
-                        XCTAssertEqual(row[j].bitPattern, c.dequantized[r * c.cols + j].bitPattern,
-                                       "\(c.type) row \(r) col \(j): \(row[j]) vs \(c.dequantized[r * c.cols + j])")
+                    for j in 0..<c.cols where row[j].bitPattern != c.dequantized[r * c.cols + j].bitPattern {
+                        XCTFail("\(c.type) row \(r) col \(j): \(row[j]) vs \(c.dequantized[r * c.cols + j])")
+                        return
                     }
                 }
             }
         }
     }
 
-    func testMatvecMatchesDecodedRows() throws {
-        let f = try fixture()
-        for c in f.cases {
-            let type = TensorType(rawValue: c.ggml_type)!
-            let bytes = [UInt8](Data(base64Encoded: c.data)!)
-            var y = [Float](repeating: 0, count: c.rows)
-            bytes.withUnsafeBytes { raw in
-                matvec(Matrix(type: type, rows: c.rows, cols: c.cols, data: raw.baseAddress!), f.x, &y)
+    /// Our activation quantizer writes what ggml's `quantize_row_q8_0` writes: same int8 values,
+    /// same scale (rounded to Float16).
+    func testActivationQuantizationMatchesGGUFPackage() throws {
+        for c in try cases() {
+            let expected = [UInt8](Data(base64Encoded: c.x_q8_0)!)
+            let buffer = UnsafeMutableRawPointer.allocate(byteCount: Q8Activations.byteCount(c.cols), alignment: 64)
+            defer { buffer.deallocate() }
+            let q8 = Q8Activations(buffer: buffer, count: c.cols)
+            c.x.withUnsafeBufferPointer { q8.quantize($0.baseAddress!) }
+            for b in 0..<(c.cols / 32) {
+                let block = Array(expected[(b * 34)..<(b * 34 + 34)])
+                let d = Float(Float16(bitPattern: UInt16(block[0]) | UInt16(block[1]) << 8))
+                XCTAssertEqual(q8.d[b], d, "\(c.type) block \(b) scale")
+                for j in 0..<32 { XCTAssertEqual(q8.q[b * 32 + j], Int8(bitPattern: block[2 + j]), "\(c.type) block \(b) value \(j)") }
             }
+        }
+    }
+
+    func testMatvecMatchesReferenceDotProduct() throws {
+        for c in try cases() {
+            let type = c.tensorType
+            var y = [Float](repeating: 0, count: c.rows)
+            c.bytes.withUnsafeBytes { raw in matvec(Matrix(type: type, rows: c.rows, cols: c.cols, data: raw.baseAddress!), c.x, &y) }
+            // Formats with integer kernels multiply by the Q8_0-quantized activations, as llama.cpp does.
+            let x = type.usesQ8Activations ? c.x_q8_0_dequantized : c.x
             for r in 0..<c.rows {
-                var expected: Double = 0
-                for j in 0..<c.cols { expected += Double(c.dequantized[r * c.cols + j]) * Double(f.x[j]) }
-                XCTAssertEqual(Double(y[r]), expected, accuracy: 1e-4 * max(1, abs(expected)), "\(c.type) row \(r)")
+                var expected: Double = 0, magnitude: Double = 0
+                for j in 0..<c.cols {
+                    expected += Double(c.dequantized[r * c.cols + j]) * Double(x[j])
+                    magnitude += abs(Double(c.dequantized[r * c.cols + j]) * Double(x[j]))
+                }
+                // Offsets scaled by Σx are stored as Float16 (q8_1's s), worth ~1e-3 of the terms.
+                let tolerance = (type == .q4_1 || type == .q4_K ? 2e-3 : 1e-5) * max(1, magnitude)
+                XCTAssertEqual(Double(y[r]), expected, accuracy: tolerance, "\(c.type) row \(r)")
             }
         }
     }

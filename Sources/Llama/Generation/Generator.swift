@@ -51,9 +51,10 @@ public final class Generator: @unchecked Sendable {
 
     public var contextLength: Int { transformer.contextLength }
 
-    /// Logits after feeding `tokens` from the start (reusing the cached common prefix).
+    /// Feeds `tokens` from the start (reusing the cached common prefix); the next token's
+    /// logits are then in `transformer.logits`. Returns how many tokens were computed.
     @discardableResult
-    public func prefill(_ tokens: [Int]) throws -> (logits: [Float], evaluated: Int) {
+    public func prefill(_ tokens: [Int]) throws -> Int {
         guard !tokens.isEmpty else { throw LlamaError.invalidArgument("the prompt is empty") }
         guard tokens.count <= contextLength else {
             throw LlamaError.promptTooLong(tokens: tokens.count, contextLength: contextLength)
@@ -62,12 +63,11 @@ public final class Generator: @unchecked Sendable {
         var keep = zip(cachedTokens, tokens).prefix { $0 == $1 }.count
         keep = min(keep, tokens.count - 1)
         cachedTokens = Array(tokens[0..<keep])
-        var logits: [Float] = []
         for pos in keep..<tokens.count {
-            logits = try transformer.forward(token: tokens[pos], position: pos)
+            try transformer.forward(token: tokens[pos], position: pos)
             cachedTokens.append(tokens[pos])
         }
-        return (logits, tokens.count - keep)
+        return tokens.count - keep
     }
 
     /// Generates after `prompt`. `onText` receives each piece of final text as it is produced
@@ -77,8 +77,7 @@ public final class Generator: @unchecked Sendable {
         var result = GenerationResult()
         result.promptTokens = prompt.count
         let start = DispatchTime.now()
-        var (logits, evaluated) = try prefill(prompt)
-        result.promptTokensEvaluated = evaluated
+        result.promptTokensEvaluated = try prefill(prompt)
         let afterPrompt = DispatchTime.now()
         result.promptSeconds = seconds(start, afterPrompt)
 
@@ -93,7 +92,7 @@ public final class Generator: @unchecked Sendable {
         }
         var finished = false
         while !finished && result.tokens.count < options.maxTokens {
-            let token = sampler.sample(logits, history: history)
+            let token = sampler.sample(transformer.logits, history: history)
             if options.stopTokens.contains(token) || token == model.tokenizer.eosID {
                 result.finishReason = .stop
                 break
@@ -110,7 +109,7 @@ public final class Generator: @unchecked Sendable {
             } else if cachedTokens.count >= contextLength {
                 finished = true
             } else {
-                logits = try transformer.forward(token: token, position: cachedTokens.count)
+                try transformer.forward(token: token, position: cachedTokens.count)
                 cachedTokens.append(token)
             }
         }

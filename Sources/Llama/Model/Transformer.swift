@@ -59,7 +59,9 @@ public final class Transformer: @unchecked Sendable {
     private var hb: [Float]       // (hiddenDim) gate, then silu(gate) * up
     private var hb2: [Float]      // (hiddenDim) up
     private var scores: [Float]   // (headCount, contextLength) one attention row per head
-    private var logits: [Float]   // (vocabSize)
+    /// (vocabSize) logits of the token after the last one run. Read it rather than keeping
+    /// `forward`'s result across calls: a kept copy makes the next call copy 4 × vocab bytes.
+    public private(set) var logits: [Float]
     // Key/value cache, one per layer: (contextLength, kvHeadCount * headDim).
     private var keyCache: [[Float]]
     private var valueCache: [[Float]]
@@ -83,6 +85,7 @@ public final class Transformer: @unchecked Sendable {
 
     /// Runs one token at `position` (0-based; earlier positions must already be in the cache)
     /// and returns the logits of the next token.
+    @discardableResult
     public func forward(token: Int, position: Int) throws -> [Float] {
         let c = config
         guard position >= 0 && position < contextLength else {
@@ -101,10 +104,9 @@ public final class Transformer: @unchecked Sendable {
             let kvOffset = position * c.kvDim
             keyCache[l].withUnsafeMutableBufferPointer { k in
                 valueCache[l].withUnsafeMutableBufferPointer { v in
-                    matvec(layer.wq, xb, &q, pool: pool)
-                    matvec(layer.wk, xb, k.baseAddress! + kvOffset, pool: pool)
-                    matvec(layer.wv, xb, v.baseAddress! + kvOffset, pool: pool)
                     q.withUnsafeMutableBufferPointer { qp in
+                        matvec([(layer.wq, qp.baseAddress!), (layer.wk, k.baseAddress! + kvOffset),
+                                (layer.wv, v.baseAddress! + kvOffset)], xb, pool: pool)
                         for h in 0..<c.headCount { rope.apply(qp.baseAddress! + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout) }
                     }
                     for h in 0..<c.kvHeadCount {
@@ -118,8 +120,11 @@ public final class Transformer: @unchecked Sendable {
 
             // Feed-forward sub-layer: x += W2 · (silu(W1 · RMSNorm(x)) * (W3 · RMSNorm(x))).
             rmsnorm(&xb, x, layer.ffnNorm, c.dim, eps: c.rmsNormEps)
-            matvec(layer.w1, xb, &hb, pool: pool)
-            matvec(layer.w3, xb, &hb2, pool: pool)
+            hb.withUnsafeMutableBufferPointer { gate in
+                hb2.withUnsafeMutableBufferPointer { up in
+                    matvec([(layer.w1, gate.baseAddress!), (layer.w3, up.baseAddress!)], xb, pool: pool)
+                }
+            }
             swiglu(&hb, hb2, c.hiddenDim)
             matvec(layer.w2, hb, &xb, pool: pool)
             for i in 0..<c.dim { x[i] += xb[i] }

@@ -1,0 +1,292 @@
+// Integer dot products for quantized weights, as llama.cpp computes them: the activation
+// vector is quantized once per matmul to int8 in blocks of 32 (ggml's q8_0/q8_1), and each
+// weight block is multiplied with it in int8×int8 → int32 arithmetic (AVX2 `maddubs`), then
+// scaled. Only built with the AVX2 flags (Package.swift sets LLAMA_AVX2 alongside them);
+// elsewhere the float kernels in Dot.swift do the work.
+
+/// Activations quantized to int8 in blocks of 32.
+public struct Q8Activations {
+    /// (count) int8 values
+    public let q: UnsafeMutablePointer<Int8>
+    /// (count / 32) block scales, rounded through Float16 as ggml stores them
+    public let d: UnsafeMutablePointer<Float>
+    /// (count / 32) d × Σq of each block, for formats with an offset (Q4_1, Q4_K)
+    public let s: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    /// Bytes of scratch needed for `count` activations.
+    public static func byteCount(_ count: Int) -> Int { count + count / 32 * 8 + 64 }
+
+    /// Carves the arrays out of `buffer` (at least `byteCount(count)` bytes, 32-aligned).
+    public init(buffer: UnsafeMutableRawPointer, count: Int) {
+        self.count = count
+        q = buffer.assumingMemoryBound(to: Int8.self)
+        let scales = buffer + (count + 31) / 32 * 32
+        d = scales.assumingMemoryBound(to: Float.self)
+        s = (scales + count / 32 * 4).assumingMemoryBound(to: Float.self)
+    }
+
+    /// Quantizes `x` (count floats, count a multiple of 32): d = max|x| / 127, q = round(x / d)
+    /// (ggml `quantize_row_q8_1`).
+    public func quantize(_ x: UnsafePointer<Float>) {
+        for b in 0..<(count / 32) {
+            #if LLAMA_AVX2
+            let (scale, sum) = quantizeBlockAVX2(x + b * 32, q + b * 32)
+            #else
+            let (scale, sum) = quantizeBlock(x + b * 32, q + b * 32)
+            #endif
+            d[b] = Float(Float16(scale))
+            s[b] = Float(Float16(Float(sum) * scale))
+        }
+    }
+}
+
+/// One block of 32: returns the scale and Σq.
+@inline(__always)
+private func quantizeBlock(_ x: UnsafePointer<Float>, _ q: UnsafeMutablePointer<Int8>) -> (Float, Int) {
+    var amax: Float = 0
+    for i in 0..<32 { amax = max(amax, abs(x[i])) }
+    let scale = amax / 127
+    let inverse: Float = scale != 0 ? 1 / scale : 0
+    var sum = 0
+    for i in 0..<32 {
+        let v = Int8((x[i] * inverse).rounded(.toNearestOrEven))
+        q[i] = v
+        sum += Int(v)
+    }
+    return (scale, sum)
+}
+
+extension TensorType {
+    /// Whether matmuls with this weight type quantize the activations to Q8 on this build.
+    public var usesQ8Activations: Bool {
+        #if LLAMA_AVX2
+        switch self {
+        case .q8_0, .q4_0, .q4_1, .q4_K, .q6_K: return true
+        default: return false
+        }
+        #else
+        return false
+        #endif
+    }
+}
+
+#if LLAMA_AVX2
+import _Builtin_intrinsics.intel
+
+@inline(__always) private func hsum(_ v: __m256) -> Float {
+    unsafeBitCast(v, to: SIMD8<Float>.self).sum()
+}
+
+/// Σ x·y over 32 signed bytes, as 8 float lanes (each the sum of 4 products).
+@inline(__always) private func dotI8(_ x: __m256i, _ y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x)
+    let sy = _mm256_sign_epi8(y, x)
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1)))
+}
+
+/// Σ u·y over 32 bytes, u unsigned (< 128), y signed.
+@inline(__always) private func dotU8I8(_ u: __m256i, _ y: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1)))
+}
+
+/// 16 bytes of packed nibbles → 32 bytes: low nibbles first (elements 0-15), then high (16-31).
+@inline(__always) private func nibbles(_ p: UnsafeRawPointer) -> __m256i {
+    let lo = p.loadUnaligned(as: __m128i.self)
+    let hi = _mm_srli_epi16(lo, 4)
+    return _mm256_and_si256(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(0x0F))
+}
+
+@inline(__always) private func load32(_ p: UnsafeRawPointer) -> __m256i { p.loadUnaligned(as: __m256i.self) }
+
+@inline(__always)
+private func quantizeBlockAVX2(_ x: UnsafePointer<Float>, _ q: UnsafeMutablePointer<Int8>) -> (Float, Int) {
+    let signBit = _mm256_set1_ps(-0.0)
+    let v = (0..<4).map { UnsafeRawPointer(x + 8 * $0).loadUnaligned(as: __m256.self) }
+    var m = _mm256_andnot_ps(signBit, v[0])
+    for k in 1..<4 { m = _mm256_max_ps(m, _mm256_andnot_ps(signBit, v[k])) }
+    let amax = unsafeBitCast(m, to: SIMD8<Float>.self).max()
+    let scale = amax / 127
+    let inverse = _mm256_set1_ps(scale != 0 ? 1 / scale : 0)
+    // cvtps rounds to nearest even under the default MXCSR, like ggml's AVX2 quantizer.
+    let i = v.map { _mm256_cvtps_epi32(_mm256_mul_ps($0, inverse)) }
+    let sum = unsafeBitCast(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])), to: SIMD8<Int32>.self)
+    // Pack 32 int32 → 32 int8 in order (packs interleave 128-bit lanes; the permute restores it).
+    let w16a = _mm256_packs_epi32(i[0], i[1]), w16b = _mm256_packs_epi32(i[2], i[3])
+    let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(w16a, w16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    UnsafeMutableRawPointer(q).storeBytes(of: bytes, as: __m256i.self)
+    return (scale, Int(sum.wrappedSum()))
+}
+
+@inline(__always)
+func dotQ8_0Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    var acc = _mm256_setzero_ps()
+    for b in 0..<(x.count / 32) {
+        let block = w + b * 34
+        let scale = _mm256_set1_ps(loadHalf(block, 0) * x.d[b])
+        acc = _mm256_fmadd_ps(scale, dotI8(load32(block + 2), load32(x.q + b * 32)), acc)
+    }
+    return hsum(acc)
+}
+
+@inline(__always)
+func dotQ4_0Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    var acc = _mm256_setzero_ps()
+    let eight = _mm256_set1_epi8(8)
+    for b in 0..<(x.count / 32) {
+        let block = w + b * 18
+        let scale = _mm256_set1_ps(loadHalf(block, 0) * x.d[b])
+        let q = _mm256_sub_epi8(nibbles(block + 2), eight)
+        acc = _mm256_fmadd_ps(scale, dotI8(q, load32(x.q + b * 32)), acc)
+    }
+    return hsum(acc)
+}
+
+@inline(__always)
+func dotQ4_1Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    var acc = _mm256_setzero_ps()
+    var offsets: Float = 0
+    for b in 0..<(x.count / 32) {
+        let block = w + b * 20
+        let scale = _mm256_set1_ps(loadHalf(block, 0) * x.d[b])
+        offsets += loadHalf(block, 2) * x.s[b]
+        acc = _mm256_fmadd_ps(scale, dotU8I8(nibbles(block + 4), load32(x.q + b * 32)), acc)
+    }
+    return hsum(acc) + offsets
+}
+
+/// Q4_K: 256-element super-blocks { half d, dmin; uint8 scales[12]; uint8 qs[128] }: eight
+/// sub-blocks of 32 with 6-bit scales and mins, x = d·sc·q − dmin·m (ggml `dequantize_row_q4_K`).
+@inline(__always)
+func dotQ4_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    var acc = _mm256_setzero_ps()
+    var offsets: Float = 0
+    let mask = _mm256_set1_epi8(0x0F)
+    for sb in 0..<(x.count / 256) {
+        let block = w + sb * 144
+        let d = loadHalf(block, 0), dmin = loadHalf(block, 2)
+        let (sc, mn) = q4KScales(block + 4)
+        var qs = block + 16
+        for pair in 0..<4 {
+            let bytes = load32(qs)
+            let lo = _mm256_and_si256(bytes, mask)
+            let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask)
+            for (k, q) in [(0, lo), (1, hi)] {
+                let j = 2 * pair + k
+                let xb = sb * 8 + j
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * Float(sc[j]) * x.d[xb]), dotU8I8(q, load32(x.q + xb * 32)), acc)
+                offsets += dmin * Float(mn[j]) * x.s[xb]
+            }
+            qs += 32
+        }
+    }
+    return hsum(acc) - offsets
+}
+
+/// Q6_K: 256-element super-blocks { uint8 ql[128]; uint8 qh[64]; int8 scales[16]; half d }:
+/// 6-bit values q (low 4 bits in ql, high 2 in qh), x = d·scales[i/16]·(q − 32)
+/// (ggml `dequantize_row_q6_K`).
+@inline(__always)
+func dotQ6_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    var acc = _mm256_setzero_ps()
+    let mask4 = _mm256_set1_epi8(0x0F), mask2 = _mm256_set1_epi8(0x03), m32 = _mm256_set1_epi8(32)
+    for sb in 0..<(x.count / 256) {
+        let block = w + sb * 210
+        let d = loadHalf(block, 208)
+        let scales = (block + 192).assumingMemoryBound(to: Int8.self)
+        for half in 0..<2 {
+            let ql = block + half * 64, qh = block + 128 + half * 32
+            let l0 = load32(ql), l1 = load32(ql + 32), h = load32(qh)
+            let groups = [
+                _mm256_or_si256(_mm256_and_si256(l0, mask4), _mm256_slli_epi16(_mm256_and_si256(h, mask2), 4)),
+                _mm256_or_si256(_mm256_and_si256(l1, mask4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), mask2), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), mask4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), mask2), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), mask4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), mask2), 4)),
+            ]
+            for g in 0..<4 {
+                let xb = sb * 8 + half * 4 + g
+                let q = _mm256_sub_epi8(groups[g], m32)
+                let ax = _mm256_sign_epi8(q, q)
+                let sy = _mm256_sign_epi8(load32(x.q + xb * 32), q)
+                // Pairs of products as int16; lanes 0-7 cover elements 0-15 (one scale), 8-15 the next.
+                let s16 = _mm256_maddubs_epi16(ax, sy)
+                let si = (half * 4 + g) * 2
+                let sc = _mm256_set_m128i(_mm_set1_epi16(Int16(scales[si + 1])), _mm_set1_epi16(Int16(scales[si])))
+                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, sc))
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[xb]), sums, acc)
+            }
+        }
+    }
+    return hsum(acc)
+}
+
+/// Four rows at once (rows `rowBytes` apart), sharing each activation load: several weight
+/// streams keep the prefetcher busy, four accumulators hide the FMA latency.
+@inline(__always)
+func dot4Q8(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8Activations) -> SIMD4<Float> {
+    switch type {
+    case .q8_0:
+        return dot4Blocks(w, rowBytes, x, blockBytes: 34) { block, qx in (dotI8(load32(block + 2), qx), 0) }
+    case .q4_0:
+        let eight = _mm256_set1_epi8(8)
+        return dot4Blocks(w, rowBytes, x, blockBytes: 18) { block, qx in (dotI8(_mm256_sub_epi8(nibbles(block + 2), eight), qx), 0) }
+    case .q4_1:
+        return dot4Blocks(w, rowBytes, x, blockBytes: 20) { block, qx in (dotU8I8(nibbles(block + 4), qx), loadHalf(block, 2)) }
+    default:
+        return SIMD4((0..<4).map { dotQ8(type, w + $0 * rowBytes, x) })
+    }
+}
+
+/// The loop shared by the 32-element block formats: `block` gives the int32 sums (as floats)
+/// of one weight block with the activation block, and the block's offset `m` (× the block's
+/// Σx), both scaled by the block's leading half-precision `d`.
+@inline(__always)
+private func dot4Blocks(_ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8Activations, blockBytes: Int,
+                        _ block: (UnsafeRawPointer, __m256i) -> (__m256, Float)) -> SIMD4<Float> {
+    var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    var off = SIMD4<Float>()
+    let r0 = w, r1 = w + rowBytes, r2 = w + 2 * rowBytes, r3 = w + 3 * rowBytes
+    for b in 0..<(x.count / 32) {
+        let qx = load32(x.q + b * 32)
+        let dx = x.d[b], sx = x.s[b]
+        let o = b * blockBytes
+        let (s0, m0) = block(r0 + o, qx), (s1, m1) = block(r1 + o, qx)
+        let (s2, m2) = block(r2 + o, qx), (s3, m3) = block(r3 + o, qx)
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(r0 + o, 0) * dx), s0, a0)
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(r1 + o, 0) * dx), s1, a1)
+        a2 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(r2 + o, 0) * dx), s2, a2)
+        a3 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(r3 + o, 0) * dx), s3, a3)
+        off.addProduct(SIMD4(m0, m1, m2, m3), SIMD4(repeating: sx))
+    }
+    return SIMD4(hsum(a0), hsum(a1), hsum(a2), hsum(a3)) + off
+}
+
+/// Dot product of one weight row with quantized activations.
+@inline(__always)
+func dotQ8(_ type: TensorType, _ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    switch type {
+    case .q8_0: dotQ8_0Q8(w, x)
+    case .q4_0: dotQ4_0Q8(w, x)
+    case .q4_1: dotQ4_1Q8(w, x)
+    case .q4_K: dotQ4_KQ8(w, x)
+    case .q6_K: dotQ6_KQ8(w, x)
+    default: preconditionFailure("\(type) does not use Q8 activations")
+    }
+}
+#endif
+
+/// The 6-bit scales and mins of a Q4_K super-block (ggml `get_scale_min_k4`).
+@inline(__always)
+func q4KScales(_ p: UnsafeRawPointer) -> (SIMD8<UInt8>, SIMD8<UInt8>) {
+    var sc = SIMD8<UInt8>(), mn = SIMD8<UInt8>()
+    let q = p.assumingMemoryBound(to: UInt8.self)
+    for j in 0..<4 {
+        sc[j] = q[j] & 63
+        mn[j] = q[j + 4] & 63
+    }
+    for j in 4..<8 {
+        sc[j] = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4)
+        mn[j] = (q[j + 4] >> 4) | ((q[j] >> 6) << 4)
+    }
+    return (sc, mn)
+}
