@@ -30,49 +30,67 @@ public struct Matrix: @unchecked Sendable {
 /// scheduling costs nothing next to the arithmetic.
 @usableFromInline let rowsPerChunk = 16
 
-/// y = W x, with W `rows` × `cols` in any supported format, x `cols` floats, y `rows` floats.
-/// Formats with integer kernels quantize x once (as llama.cpp does) and reuse it for every row.
-public func matvec(_ w: Matrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) {
-    matvec([(w, y)], x, pool: pool)
+/// One product of a batched matmul: `output[b * outputStride + r]` = row r of `matrix` · x[b].
+public struct Product: @unchecked Sendable {
+    public let matrix: Matrix
+    public let output: UnsafeMutablePointer<Float>
+    public let outputStride: Int
+
+    public init(_ matrix: Matrix, _ output: UnsafeMutablePointer<Float>, stride: Int? = nil) {
+        self.matrix = matrix
+        self.output = output
+        outputStride = stride ?? matrix.rows
+    }
 }
 
-/// Several products with the same input (q, k and v; gate and up) in one parallel region,
-/// with x quantized once.
-public func matvec(_ products: [(Matrix, UnsafeMutablePointer<Float>)], _ x: UnsafePointer<Float>, pool: ThreadPool = .shared) {
-    guard let first = products.first?.0 else { return }
-    if products.contains(where: { $0.0.cols != first.cols || $0.0.type.usesQ8Activations != first.type.usesQ8Activations }) {
-        for p in products { matvec([p], x, pool: pool) }
+/// y = W x, with W `rows` × `cols` in any supported format, x `cols` floats, y `rows` floats.
+public func matvec(_ w: Matrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) {
+    matmul([Product(w, y)], x, batch: 1, pool: pool)
+}
+
+/// Y = X Wᵀ for a batch of input rows (`batch` × `cols`, row b at `x + b * xStride`) and
+/// several weight matrices with the same input (q, k, v; gate, up), in one parallel region.
+/// Each task takes a tile of weight rows and runs it against every input row, so the weights
+/// are read from memory once per batch, not once per token. Formats with integer kernels
+/// quantize each input row once (as llama.cpp does).
+public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: Int? = nil, batch: Int, pool: ThreadPool = .shared) {
+    guard let first = products.first?.matrix, batch > 0 else { return }
+    let cols = first.cols, stride = xStride ?? cols
+    if products.contains(where: { $0.matrix.cols != cols || $0.matrix.type.usesQ8Activations != first.type.usesQ8Activations }) {
+        for p in products { matmul([p], x, xStride: stride, batch: batch, pool: pool) }
         return
     }
-    // (matrix index, first row) of every task.
+    // (product index, first row) of every task.
     var tasks: [(Int, Int)] = []
     var work = 0
-    for (i, (w, _)) in products.enumerated() {
-        for r in stride(from: 0, to: w.rows, by: rowsPerChunk) { tasks.append((i, r)) }
-        work += w.rows * w.cols
+    for (i, p) in products.enumerated() {
+        for r in Swift.stride(from: 0, to: p.matrix.rows, by: rowsPerChunk) { tasks.append((i, r)) }
+        work += p.matrix.rows * cols * batch
     }
-    let outputs = products.map { SendablePointer($0.1) }
-    let matrices = products.map(\.0)
-    let run = { (body: @escaping (Int) -> Void) in
+    let run = { (body: (Int) -> Void) in
         if work >= 32 * 1024 { pool.parallelFor(tasks.count, body) } else { for t in 0..<tasks.count { body(t) } }
     }
     #if LLAMA_AVX2
     if first.type.usesQ8Activations {
-        withUnsafeTemporaryAllocation(byteCount: Q8Activations.byteCount(first.cols), alignment: 64) { buffer in
-            let xq = Q8Activations(buffer: buffer.baseAddress!, count: first.cols)
-            xq.quantize(x)
+        let rowScratch = (Q8Activations.byteCount(cols) + 63) / 64 * 64
+        withUnsafeTemporaryAllocation(byteCount: rowScratch * batch, alignment: 64) { buffer in
+            let xq = (0..<batch).map { Q8Activations(buffer: buffer.baseAddress! + $0 * rowScratch, count: cols) }
+            for b in 0..<batch { xq[b].quantize(x + b * stride) }
             run { t in
                 let (i, start) = tasks[t]
-                let w = matrices[i]
+                let p = products[i], w = p.matrix
                 let end = min(start + rowsPerChunk, w.rows)
                 var r = start
                 while r + 4 <= end {
-                    let v = dot4Q8(w.type, w.data + r * w.rowBytes, w.rowBytes, xq)
-                    for k in 0..<4 { outputs[i].pointer[r + k] = v[k] }
+                    for b in 0..<batch {
+                        let v = dot4Q8(w.type, w.data + r * w.rowBytes, w.rowBytes, xq[b])
+                        let out = p.output + b * p.outputStride + r
+                        out[0] = v[0]; out[1] = v[1]; out[2] = v[2]; out[3] = v[3]
+                    }
                     r += 4
                 }
                 while r < end {
-                    outputs[i].pointer[r] = dotQ8(w.type, w.data + r * w.rowBytes, xq)
+                    for b in 0..<batch { p.output[b * p.outputStride + r] = dotQ8(w.type, w.data + r * w.rowBytes, xq[b]) }
                     r += 1
                 }
             }
@@ -83,9 +101,10 @@ public func matvec(_ products: [(Matrix, UnsafeMutablePointer<Float>)], _ x: Uns
     let xin = SendablePointer(UnsafeMutablePointer(mutating: x))
     run { t in
         let (i, start) = tasks[t]
-        let w = matrices[i]
+        let p = products[i], w = p.matrix
         for r in start..<min(start + rowsPerChunk, w.rows) {
-            outputs[i].pointer[r] = dot(w.type, w.data + r * w.rowBytes, xin.pointer, w.cols)
+            let row = w.data + r * w.rowBytes
+            for b in 0..<batch { p.output[b * p.outputStride + r] = dot(w.type, row, xin.pointer + b * stride, cols) }
         }
     }
 }

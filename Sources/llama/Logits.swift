@@ -27,13 +27,13 @@ struct Logits: ParsableCommand {
         guard tokens.count <= m.config.contextLength else {
             throw LlamaError.promptTooLong(tokens: tokens.count, contextLength: m.config.contextLength)
         }
-        var rows: [String] = []
-        for (pos, t) in tokens.enumerated() {
-            let logits = try transformer.forward(token: t, position: pos)
-            if all || pos == tokens.count - 1 {
-                rows.append("[" + logits.map { "\($0)" }.joined(separator: ",") + "]")
-            }
+        let logits = try transformer.forward(tokens: tokens, startPosition: 0, allLogits: all)
+        let vocab = m.config.vocabSize
+        func row(_ r: ArraySlice<Float>) -> String { "[" + r.map { "\($0)" }.joined(separator: ",") + "]" }
+        if all {
+            emit("[" + (0..<tokens.count).map { row(logits[($0 * vocab)..<(($0 + 1) * vocab)]) }.joined(separator: ",\n") + "]\n")
+        } else {
+            emit(row(transformer.logits[...]) + "\n")
         }
-        emit((all ? "[" + rows.joined(separator: ",\n") + "]" : rows[0]) + "\n")
     }
 }

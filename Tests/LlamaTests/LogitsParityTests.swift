@@ -32,6 +32,16 @@ final class LogitsParityTests: XCTestCase {
                 for v in 0..<c.shape[1] { worst = max(worst, abs(logits[v] - expected[pos * c.shape[1] + v])) }
             }
             XCTAssertLessThan(worst, tolerance, "\(model)/\(form): max |Δlogit| \(worst) over \(c.ids.count) positions")
+
+            // The same positions as batches (a prompt's path), including batches that split the sequence.
+            for maxBatch in [c.ids.count, 3] {
+                let batched = Transformer(weights: weights, maxBatch: maxBatch)
+                let all = try batched.forward(tokens: c.ids, startPosition: 0, allLogits: true)
+                XCTAssertEqual(all.count, expected.count)
+                let worstBatched = zip(all, expected).map { abs($0 - $1) }.max() ?? .infinity
+                XCTAssertLessThan(worstBatched, tolerance, "\(model)/\(form) in batches of \(maxBatch): max |Δlogit| \(worstBatched)")
+                XCTAssertEqual(batched.logits, Array(all.suffix(c.shape[1])), "`logits` holds the last position's row")
+            }
         }
     }
 

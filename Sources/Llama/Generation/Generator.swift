@@ -63,10 +63,8 @@ public final class Generator: @unchecked Sendable {
         var keep = zip(cachedTokens, tokens).prefix { $0 == $1 }.count
         keep = min(keep, tokens.count - 1)
         cachedTokens = Array(tokens[0..<keep])
-        for pos in keep..<tokens.count {
-            try transformer.forward(token: tokens[pos], position: pos)
-            cachedTokens.append(tokens[pos])
-        }
+        try transformer.forward(tokens: Array(tokens[keep...]), startPosition: keep)
+        cachedTokens = tokens
         return tokens.count - keep
     }
 

@@ -43,41 +43,48 @@ struct RoPETable {
 }
 
 /// A model ready to run: its weights, a key/value cache and scratch buffers.
-/// One sequence at a time; `forward` is called once per token, in order of position.
+/// One sequence at a time. Tokens go through in batches (a prompt as a tokens × dim matrix, so
+/// each weight is read once per batch); decoding is a batch of one.
 public final class Transformer: @unchecked Sendable {
     public let weights: Weights
     public var config: ModelConfig { weights.config }
     /// Positions the key/value cache holds (at most the model's context length).
     public let contextLength: Int
+    /// Most tokens computed together; longer inputs go through in several batches.
+    public let maxBatch: Int
     public let pool: ThreadPool
 
-    // Activations for the current token.
-    private var x: [Float]        // (dim) residual stream
-    private var xb: [Float]       // (dim) normalised input of a sub-layer
-    private var q: [Float]        // (headCount * headDim)
-    private var attnOut: [Float]  // (headCount * headDim)
-    private var hb: [Float]       // (hiddenDim) gate, then silu(gate) * up
-    private var hb2: [Float]      // (hiddenDim) up
-    private var scores: [Float]   // (headCount, contextLength) one attention row per head
-    /// (vocabSize) logits of the token after the last one run. Read it rather than keeping
-    /// `forward`'s result across calls: a kept copy makes the next call copy 4 × vocab bytes.
-    public private(set) var logits: [Float]
+    // Activations of the current batch, one row per token.
+    private var x: [Float]        // (maxBatch, dim) residual stream
+    private var xb: [Float]       // (maxBatch, dim) normalised input of a sub-layer
+    private var q: [Float]        // (maxBatch, headCount * headDim)
+    private var attnOut: [Float]  // (maxBatch, headCount * headDim)
+    private var hb: [Float]       // (maxBatch, hiddenDim) gate, then silu(gate) * up
+    private var hb2: [Float]      // (maxBatch, hiddenDim) up
+    private var scores: [Float]   // (maxBatch * headCount, contextLength) one attention row per query head
+    private var batchLogits: [Float]  // (maxBatch, vocabSize) when every position's logits are wanted
     // Key/value cache, one per layer: (contextLength, kvHeadCount * headDim).
     private var keyCache: [[Float]]
     private var valueCache: [[Float]]
+    /// (vocabSize) logits of the token after the last one run. Read it rather than keeping
+    /// `forward`'s result across calls: a kept copy makes the next call copy 4 × vocab bytes.
+    public private(set) var logits: [Float]
 
-    public init(weights: Weights, contextLength: Int? = nil, pool: ThreadPool = .shared) {
+    public init(weights: Weights, contextLength: Int? = nil, maxBatch: Int = 32, pool: ThreadPool = .shared) {
         let c = weights.config
         self.weights = weights
         self.contextLength = min(max(1, contextLength ?? c.contextLength), c.contextLength)
+        self.maxBatch = max(1, min(maxBatch, self.contextLength))
         self.pool = pool
-        x = .init(repeating: 0, count: c.dim)
+        let b = self.maxBatch
+        x = .init(repeating: 0, count: b * c.dim)
         xb = x
-        q = .init(repeating: 0, count: c.queryDim)
+        q = .init(repeating: 0, count: b * c.queryDim)
         attnOut = q
-        hb = .init(repeating: 0, count: c.hiddenDim)
+        hb = .init(repeating: 0, count: b * c.hiddenDim)
         hb2 = hb
-        scores = .init(repeating: 0, count: c.headCount * self.contextLength)
+        scores = .init(repeating: 0, count: b * c.headCount * self.contextLength)
+        batchLogits = []
         logits = .init(repeating: 0, count: c.vocabSize)
         keyCache = .init(repeating: .init(repeating: 0, count: self.contextLength * c.kvDim), count: c.layerCount)
         valueCache = keyCache
@@ -87,56 +94,118 @@ public final class Transformer: @unchecked Sendable {
     /// and returns the logits of the next token.
     @discardableResult
     public func forward(token: Int, position: Int) throws -> [Float] {
-        let c = config
-        guard position >= 0 && position < contextLength else {
-            throw LlamaError.contextFull(position: position, contextLength: contextLength)
-        }
-        guard token >= 0 && token < c.vocabSize else {
-            throw LlamaError.invalidToken(token, vocabSize: c.vocabSize)
-        }
-        let rope = RoPETable(position: position, ropeDim: c.ropeDim, theta: c.ropeTheta)
-        x.withUnsafeMutableBufferPointer { weights.tokenEmbedding.row(token, into: $0.baseAddress!) }
-
-        for l in 0..<c.layerCount {
-            let layer = weights.layers[l]
-            // Attention sub-layer, pre-normalised: x += Wo · attention(RMSNorm(x)).
-            rmsnorm(&xb, x, layer.attentionNorm, c.dim, eps: c.rmsNormEps)
-            let kvOffset = position * c.kvDim
-            keyCache[l].withUnsafeMutableBufferPointer { k in
-                valueCache[l].withUnsafeMutableBufferPointer { v in
-                    q.withUnsafeMutableBufferPointer { qp in
-                        matvec([(layer.wq, qp.baseAddress!), (layer.wk, k.baseAddress! + kvOffset),
-                                (layer.wv, v.baseAddress! + kvOffset)], xb, pool: pool)
-                        for h in 0..<c.headCount { rope.apply(qp.baseAddress! + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout) }
-                    }
-                    for h in 0..<c.kvHeadCount {
-                        rope.apply(k.baseAddress! + kvOffset + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
-                    }
-                    attention(keys: k.baseAddress!, values: v.baseAddress!, length: position + 1)
-                }
-            }
-            matvec(layer.wo, attnOut, &xb, pool: pool)
-            for i in 0..<c.dim { x[i] += xb[i] }
-
-            // Feed-forward sub-layer: x += W2 · (silu(W1 · RMSNorm(x)) * (W3 · RMSNorm(x))).
-            rmsnorm(&xb, x, layer.ffnNorm, c.dim, eps: c.rmsNormEps)
-            hb.withUnsafeMutableBufferPointer { gate in
-                hb2.withUnsafeMutableBufferPointer { up in
-                    matvec([(layer.w1, gate.baseAddress!), (layer.w3, up.baseAddress!)], xb, pool: pool)
-                }
-            }
-            swiglu(&hb, hb2, c.hiddenDim)
-            matvec(layer.w2, hb, &xb, pool: pool)
-            for i in 0..<c.dim { x[i] += xb[i] }
-        }
-        rmsnorm(&xb, x, weights.norm, c.dim, eps: c.rmsNormEps)
-        matvec(weights.output, xb, &logits, pool: pool)
+        try forward(tokens: [token], startPosition: position)
         return logits
     }
 
-    /// Causal grouped-query attention of the current query `q` against cached positions
-    /// `0..<length`, written to `attnOut`. Query head `h` reads key/value head `h / (H/G)`.
-    private func attention(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, length: Int) {
+    /// Runs `tokens` at positions `startPosition...`; afterwards `logits` holds the last
+    /// token's next-token logits. With `allLogits`, returns every position's logits,
+    /// (tokens.count, vocabSize) row-major; otherwise returns an empty array.
+    @discardableResult
+    public func forward(tokens: [Int], startPosition: Int, allLogits: Bool = false) throws -> [Float] {
+        let c = config
+        guard startPosition >= 0 && startPosition + tokens.count <= contextLength else {
+            throw LlamaError.contextFull(position: startPosition + tokens.count - 1, contextLength: contextLength)
+        }
+        for t in tokens where t < 0 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
+        var all: [Float] = allLogits ? .init(repeating: 0, count: tokens.count * c.vocabSize) : []
+        var done = 0
+        while done < tokens.count {
+            let n = min(maxBatch, tokens.count - done)
+            runBatch(Array(tokens[done..<(done + n)]), startPosition: startPosition + done, allLogits: allLogits)
+            if allLogits {
+                all.withUnsafeMutableBufferPointer {
+                    ($0.baseAddress! + done * c.vocabSize).update(from: batchLogits, count: n * c.vocabSize)
+                }
+            }
+            done += n
+        }
+        return all
+    }
+
+    private func runBatch(_ tokens: [Int], startPosition start: Int, allLogits: Bool) {
+        let c = config
+        let n = tokens.count
+        let ropes = (0..<n).map { RoPETable(position: start + $0, ropeDim: c.ropeDim, theta: c.ropeTheta) }
+        x.withUnsafeMutableBufferPointer { xp in
+            for (i, t) in tokens.enumerated() { weights.tokenEmbedding.row(t, into: xp.baseAddress! + i * c.dim) }
+        }
+        for l in 0..<c.layerCount {
+            let layer = weights.layers[l]
+            // Attention sub-layer, pre-normalised: x += Wo · attention(RMSNorm(x)).
+            normalize(layer.attentionNorm, count: n)
+            keyCache[l].withUnsafeMutableBufferPointer { k in
+                valueCache[l].withUnsafeMutableBufferPointer { v in
+                    q.withUnsafeMutableBufferPointer { qp in
+                        let kv = start * c.kvDim
+                        matmul([Product(layer.wq, qp.baseAddress!), Product(layer.wk, k.baseAddress! + kv),
+                                Product(layer.wv, v.baseAddress! + kv)], xb, batch: n, pool: pool)
+                        for i in 0..<n {
+                            for h in 0..<c.headCount {
+                                ropes[i].apply(qp.baseAddress! + i * c.queryDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
+                            }
+                            for h in 0..<c.kvHeadCount {
+                                ropes[i].apply(k.baseAddress! + kv + i * c.kvDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
+                            }
+                        }
+                    }
+                    attention(keys: k.baseAddress!, values: v.baseAddress!, start: start, count: n)
+                }
+            }
+            matmul([Product(layer.wo, &xb)], attnOut, batch: n, pool: pool)
+            addResidual(count: n)
+
+            // Feed-forward sub-layer: x += W2 · (silu(W1 · RMSNorm(x)) * (W3 · RMSNorm(x))).
+            normalize(layer.ffnNorm, count: n)
+            hb.withUnsafeMutableBufferPointer { gate in
+                hb2.withUnsafeMutableBufferPointer { up in
+                    matmul([Product(layer.w1, gate.baseAddress!), Product(layer.w3, up.baseAddress!)], xb, batch: n, pool: pool)
+                    swiglu(gate.baseAddress!, up.baseAddress!, n * c.hiddenDim)
+                }
+            }
+            matmul([Product(layer.w2, &xb)], hb, batch: n, pool: pool)
+            addResidual(count: n)
+        }
+        // Final norm and output projection, for the last token only unless all are wanted.
+        let first = allLogits ? 0 : n - 1
+        x.withUnsafeBufferPointer { xp in
+            xb.withUnsafeMutableBufferPointer { out in
+                for i in first..<n {
+                    rmsnorm(out.baseAddress! + i * c.dim, xp.baseAddress! + i * c.dim, weights.norm, c.dim, eps: c.rmsNormEps)
+                }
+            }
+        }
+        if allLogits {
+            if batchLogits.count < n * c.vocabSize { batchLogits = .init(repeating: 0, count: maxBatch * c.vocabSize) }
+            matmul([Product(weights.output, &batchLogits)], xb, batch: n, pool: pool)
+            logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: batchLogits.withUnsafeBufferPointer { $0.baseAddress! + (n - 1) * c.vocabSize }, count: c.vocabSize) }
+        } else {
+            xb.withUnsafeBufferPointer { matvec(weights.output, $0.baseAddress! + (n - 1) * c.dim, &logits, pool: pool) }
+        }
+    }
+
+    /// xb[i] = RMSNorm(x[i]) for the first `count` rows.
+    private func normalize(_ weight: [Float], count: Int) {
+        let dim = config.dim, eps = config.rmsNormEps
+        x.withUnsafeBufferPointer { xp in
+            xb.withUnsafeMutableBufferPointer { out in
+                for i in 0..<count { rmsnorm(out.baseAddress! + i * dim, xp.baseAddress! + i * dim, weight, dim, eps: eps) }
+            }
+        }
+    }
+
+    /// x += xb for the first `count` rows.
+    private func addResidual(count: Int) {
+        let n = count * config.dim
+        x.withUnsafeMutableBufferPointer { xp in
+            xb.withUnsafeBufferPointer { axpy(xp.baseAddress!, 1, $0.baseAddress!, n) }
+        }
+    }
+
+    /// Causal grouped-query attention of the batch's queries (token i at position start + i)
+    /// against cached positions 0...start + i, written to `attnOut`. Query head h reads
+    /// key/value head h / (H/G).
+    private func attention(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, start: Int, count: Int) {
         let c = config
         let group = c.headCount / c.kvHeadCount
         let scale = 1 / Float(c.headDim).squareRoot()
@@ -147,24 +216,27 @@ public final class Transformer: @unchecked Sendable {
                     let qp = SendablePointer(qb.baseAddress!), op = SendablePointer(ob.baseAddress!)
                     let sp = SendablePointer(sb.baseAddress!)
                     let kp = SendablePointer(keys), vp = SendablePointer(values)
-                    let work = { (h: Int) in
-                        let query = qp.pointer + h * c.headDim
-                        let row = sp.pointer + h * ctx
+                    let work = { (task: Int) in
+                        let i = task / c.headCount, h = task % c.headCount
+                        let length = start + i + 1
+                        let query = qp.pointer + i * c.queryDim + h * c.headDim
+                        let row = sp.pointer + task * ctx
                         let kvHead = (h / group) * c.headDim
                         for t in 0..<length {
                             row[t] = dot(query, kp.pointer + t * c.kvDim + kvHead, c.headDim) * scale
                         }
                         softmax(row, length)
-                        let out = op.pointer + h * c.headDim
+                        let out = op.pointer + i * c.queryDim + h * c.headDim
                         out.initialize(repeating: 0, count: c.headDim)
                         for t in 0..<length {
                             axpy(out, row[t], vp.pointer + t * c.kvDim + kvHead, c.headDim)
                         }
                     }
-                    if length * c.headCount * c.headDim < 64 * 1024 {
-                        for h in 0..<c.headCount { work(h) }
+                    let tasks = count * c.headCount
+                    if (start + count) * tasks * c.headDim < 64 * 1024 {
+                        for t in 0..<tasks { work(t) }
                     } else {
-                        pool.parallelFor(c.headCount, work)
+                        pool.parallelFor(tasks, work)
                     }
                 }
             }
