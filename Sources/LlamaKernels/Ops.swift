@@ -26,6 +26,11 @@ public struct Matrix: @unchecked Sendable {
     }
 }
 
+/// Rows at least this long use the 4-row kernels. Shorter rows (small models) are faster one
+/// at a time: four interleaved streams of a few hundred bytes each are too short for the
+/// hardware prefetcher, while one row after another is a single sequential stream.
+let fourRowMinimumColumns = 2048
+
 /// Rows per task handed to the pool: small enough to balance two cores, large enough that
 /// scheduling costs nothing next to the arithmetic.
 @usableFromInline let rowsPerChunk = 16
@@ -81,7 +86,7 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
                 let p = products[i], w = p.matrix
                 let end = min(start + rowsPerChunk, w.rows)
                 var r = start
-                while r + 4 <= end {
+                while r + 4 <= end && w.cols >= fourRowMinimumColumns {
                     for b in 0..<batch {
                         let v = dot4Q8(w.type, w.data + r * w.rowBytes, w.rowBytes, xq[b])
                         let out = p.output + b * p.outputStride + r

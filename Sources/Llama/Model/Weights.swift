@@ -62,6 +62,25 @@ public final class Weights: @unchecked Sendable {
         return n
     }
 
+    /// Bytes of all matrices (tied embeddings counted once).
+    public var byteCount: Int {
+        var n = tokenEmbedding.byteCount + (tiedEmbeddings ? 0 : output.byteCount) + norm.count * 4
+        for l in layers {
+            n += (l.attentionNorm.count + l.ffnNorm.count) * 4
+            for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { n += m.byteCount }
+        }
+        return n
+    }
+
+    /// The matrix formats, most common first, e.g. "Q4_1 + Q8_0".
+    public var matrixTypeSummary: String {
+        var counts: [String: Int] = [:]
+        for l in layers { for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { counts[m.type.description, default: 0] += 1 } }
+        counts[tokenEmbedding.type.description, default: 0] += 1
+        if !tiedEmbeddings { counts[output.type.description, default: 0] += 1 }
+        return counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map(\.key).joined(separator: " + ")
+    }
+
     /// Bytes of weights read to produce one token (every matrix once, one embedding row).
     public var bytesPerToken: Int {
         var n = output.byteCount + tokenEmbedding.rowBytes

@@ -1,0 +1,126 @@
+import Foundation
+import LlamaKernels
+
+/// Prompt and generation speed measured as llama.cpp's `llama-bench` measures them:
+/// `ppN` runs one batch of N random tokens from an empty cache, `tgN` decodes N tokens one at a
+/// time from an empty cache; each test is repeated and reported as mean ± standard deviation of
+/// tokens/s, after one warm-up run.
+public struct Benchmark {
+    public struct Result: Sendable {
+        public let test: String
+        public let tokens: Int
+        public let threads: Int
+        public let tokensPerSecond: [Double]
+
+        public var mean: Double { tokensPerSecond.reduce(0, +) / Double(max(1, tokensPerSecond.count)) }
+        public var standardDeviation: Double {
+            guard tokensPerSecond.count > 1 else { return 0 }
+            let m = mean
+            return (tokensPerSecond.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(tokensPerSecond.count - 1)).squareRoot()
+        }
+    }
+
+    public let weights: Weights
+    public let pool: ThreadPool
+
+    public init(weights: Weights, pool: ThreadPool) {
+        self.weights = weights
+        self.pool = pool
+    }
+
+    public func promptProcessing(tokens n: Int, repetitions: Int, seed: UInt64 = 1) throws -> Result {
+        let transformer = Transformer(weights: weights, contextLength: n, maxBatch: n, pool: pool)
+        var rng = SplitMix64(seed: seed)
+        var speeds: [Double] = []
+        for rep in 0...repetitions {
+            let tokens = (0..<n).map { _ in Int(rng.next() % UInt64(weights.config.vocabSize)) }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try transformer.forward(tokens: tokens, startPosition: 0)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            if rep > 0 { speeds.append(Double(n) / seconds) }
+        }
+        return Result(test: "pp\(n)", tokens: n, threads: pool.threadCount, tokensPerSecond: speeds)
+    }
+
+    public func textGeneration(tokens n: Int, repetitions: Int, seed: UInt64 = 2) throws -> Result {
+        let transformer = Transformer(weights: weights, contextLength: n, maxBatch: 1, pool: pool)
+        var rng = SplitMix64(seed: seed)
+        var speeds: [Double] = []
+        for rep in 0...repetitions {
+            var token = Int(rng.next() % UInt64(weights.config.vocabSize))
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            for pos in 0..<n {
+                try transformer.forward(token: token, position: pos)
+                token = argmax(transformer.logits)
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            if rep > 0 { speeds.append(Double(n) / seconds) }
+        }
+        return Result(test: "tg\(n)", tokens: n, threads: pool.threadCount, tokensPerSecond: speeds)
+    }
+
+    /// Matrix-vector speed per weight format over the model's own matrices (every layer's,
+    /// in order, as one token reads them): bytes of weights per second, best of `repetitions`.
+    public func matvecBandwidth(repetitions: Int = 5) -> [(TensorType, Double)] {
+        var groups: [TensorType: [Matrix]] = [:]
+        for l in weights.layers {
+            for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { groups[m.type, default: []].append(m) }
+        }
+        groups[weights.output.type, default: []].append(weights.output)
+        let x = [Float](repeating: 0.5, count: max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim))
+        var y = [Float](repeating: 0, count: weights.config.vocabSize + weights.config.hiddenDim)
+        return groups.sorted { $0.key.rawValue < $1.key.rawValue }.map { type, matrices in
+            let bytes = matrices.reduce(0) { $0 + $1.byteCount }
+            var best = 0.0
+            for _ in 0..<repetitions {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                for m in matrices { matvec(m, x, &y, pool: pool) }
+                best = max(best, Double(bytes) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+            }
+            return (type, best)
+        }
+    }
+
+    /// The machine's memory read bandwidth in bytes/s: the best of a few passes summing a
+    /// buffer much larger than the caches, with all of the pool's threads.
+    public static func readBandwidth(pool: ThreadPool, bytes: Int = 512 << 20) -> Double {
+        let count = bytes / 4
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: 1, count: count)
+        let chunks = 64, perChunk = count / chunks
+        let p = SendablePointer(buffer)
+        let sums = UnsafeMutablePointer<Float>.allocate(capacity: chunks)
+        defer { sums.deallocate() }
+        let s = SendablePointer(sums)
+        var best = 0.0
+        for _ in 0..<4 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            pool.parallelFor(chunks) { c in
+                var acc = SIMD8<Float>()
+                let base = p.pointer + c * perChunk
+                var i = 0
+                while i + 8 <= perChunk {
+                    acc += UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self)
+                    i += 8
+                }
+                s.pointer[c] = acc.sum()
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            best = max(best, Double(chunks * perChunk * 4) / seconds)
+        }
+        return best
+    }
+
+    /// Peak resident memory of this process so far, in bytes.
+    public static var peakResidentBytes: Int {
+        var usage = rusage()
+        #if os(Linux)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_maxrss * 1024
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        return usage.ru_maxrss
+        #endif
+    }
+}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import Llama
+import LlamaKernels
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure prompt and generation speed, like llama.cpp's llama-bench.",
+        discussion: """
+            ppN: one batch of N random tokens from an empty cache. tgN: N tokens decoded one at a time \
+            from an empty cache. Each test runs once to warm up, then -r times; the table shows mean ± \
+            standard deviation of tokens/s. Also shown: weight bytes read per generated token, the \
+            bandwidth that achieves, the machine's measured read bandwidth (the bound on generation \
+            speed) and peak resident memory. --json prints llama-bench's JSON fields plus these.
+            """)
+
+    @Option(name: [.short, .long], help: "Model file or directory (default: the default model).")
+    var model: String?
+    @Option(name: .short, help: "Prompt tokens (0 to skip).")
+    var p: Int = 128
+    @Option(name: .short, help: "Generated tokens (0 to skip).")
+    var n: Int = 64
+    @Option(name: .short, help: "Threads (default: one per physical core).")
+    var t: Int?
+    @Option(name: .short, help: "Repetitions.")
+    var r: Int = 5
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+    @Flag(help: "Also measure matrix-vector bandwidth per weight format.")
+    var kernels = false
+
+    func validate() throws {
+        if p < 0 || n < 0 || r < 1 { throw ValidationError("-p and -n must be >= 0, -r >= 1") }
+        if let t, t < 1 { throw ValidationError("-t must be >= 1") }
+    }
+
+    func run() throws {
+        let path = try model ?? DefaultModel.ensure()
+        let m = try Model(path: path)
+        let pool = t.map { ThreadPool(threads: $0) } ?? .shared
+        let bench = Benchmark(weights: m.weights, pool: pool)
+        var results: [Benchmark.Result] = []
+        if p > 0 { results.append(try bench.promptProcessing(tokens: p, repetitions: r)) }
+        if n > 0 { results.append(try bench.textGeneration(tokens: n, repetitions: r)) }
+        let rss = Benchmark.peakResidentBytes  // before the bandwidth probe's buffer
+        let bandwidth = Benchmark.readBandwidth(pool: pool)
+        let bytesPerToken = Double(m.weights.bytesPerToken)
+        let size = Double(m.weights.byteCount)
+        let types = m.weights.matrixTypeSummary
+        let file = URL(fileURLWithPath: path).lastPathComponent
+        if json {
+            let objects: [[String: Any]] = results.map { res in
+                var o: [String: Any] = [
+                    "model_filename": file, "model_type": "\(m.name) \(types)", "model_size": Int(size),
+                    "model_n_params": m.weights.parameterCount, "n_threads": res.threads,
+                    "n_prompt": res.test.hasPrefix("pp") ? res.tokens : 0, "n_gen": res.test.hasPrefix("tg") ? res.tokens : 0,
+                    "test": res.test, "avg_ts": res.mean, "stddev_ts": res.standardDeviation, "samples_ts": res.tokensPerSecond,
+                    "weight_bytes_per_token": Int(bytesPerToken), "read_bandwidth_gbs": bandwidth / 1e9, "peak_rss_bytes": rss,
+                ]
+                if res.test.hasPrefix("tg") {
+                    o["achieved_gbs"] = res.mean * bytesPerToken / 1e9
+                    o["bandwidth_bound_ts"] = bandwidth / bytesPerToken
+                }
+                return o
+            }
+            let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys])
+            emit(String(decoding: data, as: UTF8.self) + "\n")
+            return
+        }
+        let header = "| model | size | params | type | threads | test | t/s |"
+        emit(header + "\n| --- | ---: | ---: | --- | ---: | ---: | ---: |\n")
+        for res in results {
+            emit(String(format: "| %@ | %.2f MiB | %.2f M | %@ | %d | %@ | %.2f ± %.2f |\n",
+                        m.name, size / 1048576, Double(m.weights.parameterCount) / 1e6, types, res.threads, res.test,
+                        res.mean, res.standardDeviation))
+        }
+        emit(String(format: "\nweights read per generated token: %.1f MB; machine read bandwidth: %.1f GB/s (bound: %.1f tokens/s)\n",
+                    bytesPerToken / 1e6, bandwidth / 1e9, bandwidth / bytesPerToken))
+        if let tg = results.first(where: { $0.test.hasPrefix("tg") }) {
+            emit(String(format: "generation achieves %.1f GB/s, %.0f%% of the bound\n",
+                        tg.mean * bytesPerToken / 1e9, 100 * tg.mean * bytesPerToken / bandwidth))
+        }
+        emit(String(format: "peak resident memory: %.1f MiB\n", Double(rss) / 1048576))
+        if kernels {
+            for (type, bytesPerSecond) in bench.matvecBandwidth() {
+                emit(String(format: "matvec %@: %.1f GB/s\n", type.description, bytesPerSecond / 1e9))
+            }
+        }
+    }
+}
