@@ -120,10 +120,11 @@ private func quantizeBlockAVX2(_ x: UnsafePointer<Float>, _ q: UnsafeMutablePoin
 
 @inline(__always)
 func dotQ8_0Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    let halfs = halfTable
     var acc = _mm256_setzero_ps()
     for b in 0..<(x.count / 32) {
         let block = w + b * 34
-        let scale = _mm256_set1_ps(loadHalf(block, 0) * x.d[b])
+        let scale = _mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b])
         acc = _mm256_fmadd_ps(scale, dotI8(load32(block + 2), load32(x.q + b * 32)), acc)
     }
     return hsum(acc)
@@ -131,11 +132,12 @@ func dotQ8_0Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
 
 @inline(__always)
 func dotQ4_0Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    let halfs = halfTable
     var acc = _mm256_setzero_ps()
     let eight = _mm256_set1_epi8(8)
     for b in 0..<(x.count / 32) {
         let block = w + b * 18
-        let scale = _mm256_set1_ps(loadHalf(block, 0) * x.d[b])
+        let scale = _mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b])
         let q = _mm256_sub_epi8(nibbles(block + 2), eight)
         acc = _mm256_fmadd_ps(scale, dotI8(q, load32(x.q + b * 32)), acc)
     }
@@ -144,12 +146,13 @@ func dotQ4_0Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
 
 @inline(__always)
 func dotQ4_1Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    let halfs = halfTable
     var acc = _mm256_setzero_ps()
     var offsets: Float = 0
     for b in 0..<(x.count / 32) {
         let block = w + b * 20
-        let scale = _mm256_set1_ps(loadHalf(block, 0) * x.d[b])
-        offsets += loadHalf(block, 2) * x.s[b]
+        let scale = _mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b])
+        offsets += loadHalf(halfs, block, 2) * x.s[b]
         acc = _mm256_fmadd_ps(scale, dotU8I8(nibbles(block + 4), load32(x.q + b * 32)), acc)
     }
     return hsum(acc) + offsets
@@ -159,12 +162,13 @@ func dotQ4_1Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
 /// sub-blocks of 32 with 6-bit scales and mins, x = d·sc·q − dmin·m (ggml `dequantize_row_q4_K`).
 @inline(__always)
 func dotQ4_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    let halfs = halfTable
     var acc = _mm256_setzero_ps()
     var offsets: Float = 0
     let mask = _mm256_set1_epi8(0x0F)
     for sb in 0..<(x.count / 256) {
         let block = w + sb * 144
-        let d = loadHalf(block, 0), dmin = loadHalf(block, 2)
+        let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
         let (sc, mn) = q4KScales(block + 4)
         var qs = block + 16
         for pair in 0..<4 {
@@ -188,33 +192,33 @@ func dotQ4_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
 /// (ggml `dequantize_row_q6_K`).
 @inline(__always)
 func dotQ6_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    let halfs = halfTable
     var acc = _mm256_setzero_ps()
     let mask4 = _mm256_set1_epi8(0x0F), mask2 = _mm256_set1_epi8(0x03), m32 = _mm256_set1_epi8(32)
     for sb in 0..<(x.count / 256) {
         let block = w + sb * 210
-        let d = loadHalf(block, 208)
+        let d = loadHalf(halfs, block, 208)
         let scales = (block + 192).assumingMemoryBound(to: Int8.self)
         for half in 0..<2 {
             let ql = block + half * 64, qh = block + 128 + half * 32
             let l0 = load32(ql), l1 = load32(ql + 32), h = load32(qh)
-            let groups = [
-                _mm256_or_si256(_mm256_and_si256(l0, mask4), _mm256_slli_epi16(_mm256_and_si256(h, mask2), 4)),
-                _mm256_or_si256(_mm256_and_si256(l1, mask4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), mask2), 4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), mask4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), mask2), 4)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), mask4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), mask2), 4)),
-            ]
-            for g in 0..<4 {
+            // The four groups of 32 values of this half, in order (see dequantizeQ6_K), then
+            // each group's two 16-value sub-blocks with their own scales.
+            @inline(__always) func accumulate(_ low: __m256i, _ high: __m256i, _ g: Int) {
+                let q = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(low, mask4), _mm256_slli_epi16(_mm256_and_si256(high, mask2), 4)), m32)
                 let xb = sb * 8 + half * 4 + g
-                let q = _mm256_sub_epi8(groups[g], m32)
                 let ax = _mm256_sign_epi8(q, q)
                 let sy = _mm256_sign_epi8(load32(x.q + xb * 32), q)
                 // Pairs of products as int16; lanes 0-7 cover elements 0-15 (one scale), 8-15 the next.
                 let s16 = _mm256_maddubs_epi16(ax, sy)
                 let si = (half * 4 + g) * 2
                 let sc = _mm256_set_m128i(_mm_set1_epi16(Int16(scales[si + 1])), _mm_set1_epi16(Int16(scales[si])))
-                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, sc))
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[xb]), sums, acc)
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[xb]), _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, sc)), acc)
             }
+            accumulate(l0, h, 0)
+            accumulate(l1, _mm256_srli_epi16(h, 2), 1)
+            accumulate(_mm256_srli_epi16(l0, 4), _mm256_srli_epi16(h, 4), 2)
+            accumulate(_mm256_srli_epi16(l1, 4), _mm256_srli_epi16(h, 6), 3)
         }
     }
     return hsum(acc)
@@ -224,6 +228,7 @@ func dotQ6_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
 /// streams keep the prefetcher busy, four accumulators hide the FMA latency.
 @inline(__always)
 func dot4Q8(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8Activations) -> SIMD4<Float> {
+    let halfs = halfTable
     switch type {
     case .q8_0:
         return dot4Blocks(w, rowBytes, x, blockBytes: 34) { block, qx in (dotI8(load32(block + 2), qx), 0) }
@@ -231,7 +236,7 @@ func dot4Q8(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8A
         let eight = _mm256_set1_epi8(8)
         return dot4Blocks(w, rowBytes, x, blockBytes: 18) { block, qx in (dotI8(_mm256_sub_epi8(nibbles(block + 2), eight), qx), 0) }
     case .q4_1:
-        return dot4Blocks(w, rowBytes, x, blockBytes: 20) { block, qx in (dotU8I8(nibbles(block + 4), qx), loadHalf(block, 2)) }
+        return dot4Blocks(w, rowBytes, x, blockBytes: 20) { block, qx in (dotU8I8(nibbles(block + 4), qx), loadHalf(halfs, block, 2)) }
     default:
         return SIMD4((0..<4).map { dotQ8(type, w + $0 * rowBytes, x) })
     }
@@ -243,6 +248,7 @@ func dot4Q8(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8A
 @inline(__always)
 private func dot4Blocks(_ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8Activations, blockBytes: Int,
                         _ block: (UnsafeRawPointer, __m256i) -> (__m256, Float)) -> SIMD4<Float> {
+    let halfs = halfTable
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     var off = SIMD4<Float>()
     let r0 = w, r1 = w + rowBytes, r2 = w + 2 * rowBytes, r3 = w + 3 * rowBytes
@@ -252,10 +258,10 @@ private func dot4Blocks(_ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8Activatio
         let o = b * blockBytes
         let (s0, m0) = block(r0 + o, qx), (s1, m1) = block(r1 + o, qx)
         let (s2, m2) = block(r2 + o, qx), (s3, m3) = block(r3 + o, qx)
-        a0 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(r0 + o, 0) * dx), s0, a0)
-        a1 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(r1 + o, 0) * dx), s1, a1)
-        a2 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(r2 + o, 0) * dx), s2, a2)
-        a3 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(r3 + o, 0) * dx), s3, a3)
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, r0 + o, 0) * dx), s0, a0)
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, r1 + o, 0) * dx), s1, a1)
+        a2 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, r2 + o, 0) * dx), s2, a2)
+        a3 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, r3 + o, 0) * dx), s3, a3)
         off.addProduct(SIMD4(m0, m1, m2, m3), SIMD4(repeating: sx))
     }
     return SIMD4(hsum(a0), hsum(a1), hsum(a2), hsum(a3)) + off

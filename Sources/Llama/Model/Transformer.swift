@@ -61,11 +61,12 @@ public final class Transformer: @unchecked Sendable {
     private var attnOut: [Float]  // (maxBatch, headCount * headDim)
     private var hb: [Float]       // (maxBatch, hiddenDim) gate, then silu(gate) * up
     private var hb2: [Float]      // (maxBatch, hiddenDim) up
-    private var scores: [Float]   // (maxBatch * headCount, contextLength) one attention row per query head
     private var batchLogits: [Float]  // (maxBatch, vocabSize) when every position's logits are wanted
-    // Key/value cache, one per layer: (contextLength, kvHeadCount * headDim).
-    private var keyCache: [[Float]]
-    private var valueCache: [[Float]]
+    // Zero-filled by calloc, so pages become resident only as positions are used: memory grows
+    // with the context actually used, not the context allowed.
+    private let scores: UnsafeMutablePointer<Float>      // (maxBatch * headCount, contextLength) attention rows
+    private let keyCache: [UnsafeMutablePointer<Float>]   // per layer: (contextLength, kvHeadCount * headDim)
+    private let valueCache: [UnsafeMutablePointer<Float>] // per layer: (contextLength, kvHeadCount * headDim)
     /// (vocabSize) logits of the token after the last one run. Read it rather than keeping
     /// `forward`'s result across calls: a kept copy makes the next call copy 4 × vocab bytes.
     public private(set) var logits: [Float]
@@ -83,11 +84,21 @@ public final class Transformer: @unchecked Sendable {
         attnOut = q
         hb = .init(repeating: 0, count: b * c.hiddenDim)
         hb2 = hb
-        scores = .init(repeating: 0, count: b * c.headCount * self.contextLength)
         batchLogits = []
         logits = .init(repeating: 0, count: c.vocabSize)
-        keyCache = .init(repeating: .init(repeating: 0, count: self.contextLength * c.kvDim), count: c.layerCount)
-        valueCache = keyCache
+        func zeroed(_ count: Int) -> UnsafeMutablePointer<Float> {
+            guard let p = calloc(count, MemoryLayout<Float>.size) else { fatalError("out of memory: \(count * 4) bytes") }
+            return p.assumingMemoryBound(to: Float.self)
+        }
+        scores = zeroed(b * c.headCount * self.contextLength)
+        let kvCount = self.contextLength * c.kvDim
+        keyCache = (0..<c.layerCount).map { _ in zeroed(kvCount) }
+        valueCache = (0..<c.layerCount).map { _ in zeroed(kvCount) }
+    }
+
+    deinit {
+        free(scores)
+        for p in keyCache + valueCache { free(p) }
     }
 
     /// Runs one token at `position` (0-based; earlier positions must already be in the cache)
@@ -134,24 +145,21 @@ public final class Transformer: @unchecked Sendable {
             let layer = weights.layers[l]
             // Attention sub-layer, pre-normalised: x += Wo · attention(RMSNorm(x)).
             normalize(layer.attentionNorm, count: n)
-            keyCache[l].withUnsafeMutableBufferPointer { k in
-                valueCache[l].withUnsafeMutableBufferPointer { v in
-                    q.withUnsafeMutableBufferPointer { qp in
-                        let kv = start * c.kvDim
-                        matmul([Product(layer.wq, qp.baseAddress!), Product(layer.wk, k.baseAddress! + kv),
-                                Product(layer.wv, v.baseAddress! + kv)], xb, batch: n, pool: pool)
-                        for i in 0..<n {
-                            for h in 0..<c.headCount {
-                                ropes[i].apply(qp.baseAddress! + i * c.queryDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
-                            }
-                            for h in 0..<c.kvHeadCount {
-                                ropes[i].apply(k.baseAddress! + kv + i * c.kvDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
-                            }
-                        }
+            let k = keyCache[l], v = valueCache[l]
+            q.withUnsafeMutableBufferPointer { qp in
+                let kv = start * c.kvDim
+                matmul([Product(layer.wq, qp.baseAddress!), Product(layer.wk, k + kv), Product(layer.wv, v + kv)],
+                       xb, batch: n, pool: pool)
+                for i in 0..<n {
+                    for h in 0..<c.headCount {
+                        ropes[i].apply(qp.baseAddress! + i * c.queryDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
                     }
-                    attention(keys: k.baseAddress!, values: v.baseAddress!, start: start, count: n)
+                    for h in 0..<c.kvHeadCount {
+                        ropes[i].apply(k + kv + i * c.kvDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
+                    }
                 }
             }
+            attention(keys: k, values: v, start: start, count: n)
             matmul([Product(layer.wo, &xb)], attnOut, batch: n, pool: pool)
             addResidual(count: n)
 
@@ -212,9 +220,9 @@ public final class Transformer: @unchecked Sendable {
         let ctx = contextLength
         q.withUnsafeMutableBufferPointer { qb in
             attnOut.withUnsafeMutableBufferPointer { ob in
-                scores.withUnsafeMutableBufferPointer { sb in
+                do {
                     let qp = SendablePointer(qb.baseAddress!), op = SendablePointer(ob.baseAddress!)
-                    let sp = SendablePointer(sb.baseAddress!)
+                    let sp = SendablePointer(scores)
                     let kp = SendablePointer(keys), vp = SendablePointer(values)
                     let work = { (task: Int) in
                         let i = task / c.headCount, h = task % c.headCount
