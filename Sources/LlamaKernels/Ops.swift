@@ -60,11 +60,16 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
         for p in products { matmul([p], x, xStride: stride, batch: batch, pool: pool) }
         return
     }
-    // (product index, first row) of every task.
+    // Tasks are (product index, first row) with `chunk` rows each. Decoding gives each thread a
+    // few long contiguous ranges (each core's prefetcher follows one stream further); batches
+    // use short ranges, whose weight tiles are reused by every input row.
+    let chunk = batch == 1
+        ? max(rowsPerChunk, (first.rows / (4 * pool.threadCount) + 3) / 4 * 4)
+        : rowsPerChunk
     var tasks: [(Int, Int)] = []
     var work = 0
     for (i, p) in products.enumerated() {
-        for r in Swift.stride(from: 0, to: p.matrix.rows, by: rowsPerChunk) { tasks.append((i, r)) }
+        for r in Swift.stride(from: 0, to: p.matrix.rows, by: chunk) { tasks.append((i, r)) }
         work += p.matrix.rows * cols * batch
     }
     let run = { (body: (Int) -> Void) in
@@ -82,7 +87,7 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
             run { t in
                 let (i, start) = tasks[t]
                 let p = products[i], w = p.matrix
-                let end = min(start + rowsPerChunk, w.rows)
+                let end = min(start + chunk, w.rows)
                 var r = start
                 while r + 4 <= end && batch > 1 {
                     for b in 0..<batch {
@@ -106,7 +111,7 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
     run { t in
         let (i, start) = tasks[t]
         let p = products[i], w = p.matrix
-        let end = min(start + rowsPerChunk, w.rows)
+        let end = min(start + chunk, w.rows)
         var r = start
         var b = 0
         // 2 rows × 4 inputs per step where the batch allows, then what is left one by one.
