@@ -11,14 +11,14 @@ final class ByteLevelBPETests: XCTestCase {
         let ids: [Int]
     }
 
-    func cases(_ file: String) throws -> [Case] {
+    static func cases(_ file: String) throws -> [Case] {
         try String(contentsOfFile: Fixtures.root + "/" + file, encoding: .utf8).split(separator: "\n").map {
             try JSONDecoder().decode(Case.self, from: Data($0.utf8))
         }
     }
 
     func testTokenizerJSONMatchesHuggingFaceTokenizers() throws {
-        let all = try cases("bpe_cases.jsonl")
+        let all = try Self.cases("bpe_cases.jsonl")
         XCTAssertGreaterThan(all.count, 200)
         var tokenizers: [String: any Tokenizer] = [:]
         for c in all {
@@ -36,7 +36,7 @@ final class ByteLevelBPETests: XCTestCase {
 
     func testDefaultModelTokenizerMatchesLlamaCpp() throws {
         let tokenizer = try TokenizerLoader.load(gguf: GGUFFile(path: try DefaultModelFixture.path()))
-        let all = try cases("smollm2_tokenizer.jsonl")
+        let all = try Self.cases("smollm2_tokenizer.jsonl")
         XCTAssertGreaterThan(all.count, 70)
         for c in all {
             let ids = tokenizer.encode(c.text)

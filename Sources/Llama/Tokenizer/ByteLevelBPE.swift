@@ -15,6 +15,16 @@ public enum PreTokenizer: String, Sendable {
     /// As `llama3` but one digit at a time (Qwen2).
     case llama3SingleDigits
 
+    /// The name llama.cpp gives this pre-tokenizer in `tokenizer.ggml.pre`.
+    public var ggufName: String {
+        switch self {
+        case .gpt2: "gpt2"
+        case .digitsThenGPT2: "smollm"
+        case .llama3: "llama-bpe"
+        case .llama3SingleDigits: "qwen2"
+        }
+    }
+
     /// The pre-tokenizer llama.cpp names in `tokenizer.ggml.pre`.
     public init?(ggufName: String) {
         switch ggufName {
@@ -168,6 +178,8 @@ public final class ByteLevelBPETokenizer: Tokenizer, @unchecked Sendable {
     public let eosID: Int?
     public let addsBOS: Bool
     public let preTokenizer: PreTokenizer
+    /// Merge rules in rank order ("left right").
+    public let merges: [String]
     public var stripsLeadingSpace: Bool { false }
     private let ranks: [String: Int]
     private let matcher: SpecialTokenMatcher
@@ -182,6 +194,7 @@ public final class ByteLevelBPETokenizer: Tokenizer, @unchecked Sendable {
         self.bosID = bosID
         self.eosID = eosID
         self.addsBOS = addsBOS
+        self.merges = merges
         var ranks: [String: Int] = [:]
         ranks.reserveCapacity(merges.count)
         for (i, m) in merges.enumerated() where ranks[m] == nil { ranks[m] = i }
