@@ -334,3 +334,71 @@ public func dequantizeRow(_ type: TensorType, _ src: UnsafeRawPointer, _ dst: Un
         preconditionFailure("no kernel for \(type); loaders reject it")
     }
 }
+
+/// Encodes one row of `n` floats (`n` a multiple of the block size) as `type`, with ggml's
+/// reference quantizers (`quantize_row_*_ref` in ggml-quants.c; ties round away from zero, as
+/// `roundf` does).
+public func quantizeRow(_ type: TensorType, _ x: UnsafePointer<Float>, _ n: Int, _ dst: UnsafeMutableRawPointer) {
+    // C's float → int cast, clamped so NaN or infinite weights give a value instead of a trap.
+    func toInt(_ v: Float) -> Int { v.isNaN ? 0 : Int(max(-1024, min(1024, v))) }
+    func storeHalf(_ v: Float, _ offset: Int) { dst.storeBytes(of: Float16(v).bitPattern, toByteOffset: offset, as: UInt16.self) }
+    switch type {
+    case .f32:
+        dst.copyMemory(from: x, byteCount: n * 4)
+    case .f16:
+        for i in 0..<n { storeHalf(x[i], i * 2) }
+    case .bf16:
+        // Round to nearest even on the upper 16 bits (ggml `ggml_compute_fp32_to_bf16`).
+        for i in 0..<n {
+            let bits = x[i].bitPattern
+            let rounded = x[i].isNaN ? (bits >> 16) | 64 : (bits &+ (0x7FFF &+ ((bits >> 16) & 1))) >> 16
+            dst.storeBytes(of: UInt16(truncatingIfNeeded: rounded), toByteOffset: i * 2, as: UInt16.self)
+        }
+    case .q8_0:
+        for b in 0..<(n / 32) {
+            let xb = x + b * 32, out = b * 34
+            var amax: Float = 0
+            for j in 0..<32 { amax = max(amax, abs(xb[j])) }
+            let d = amax / 127, id: Float = d != 0 ? 1 / d : 0
+            storeHalf(d, out)
+            for j in 0..<32 {
+                dst.storeBytes(of: Int8(clamping: toInt((xb[j] * id).rounded(.toNearestOrAwayFromZero))), toByteOffset: out + 2 + j, as: Int8.self)
+            }
+        }
+    case .q4_0:
+        for b in 0..<(n / 32) {
+            let xb = x + b * 32, out = b * 18
+            var amax: Float = 0, signedMax: Float = 0
+            for j in 0..<32 where abs(xb[j]) > amax {
+                amax = abs(xb[j])
+                signedMax = xb[j]
+            }
+            let d = signedMax / -8, id: Float = d != 0 ? 1 / d : 0
+            storeHalf(d, out)
+            for j in 0..<16 {
+                let lo = min(15, Int8(clamping: toInt(xb[j] * id + 8.5)))
+                let hi = min(15, Int8(clamping: toInt(xb[16 + j] * id + 8.5)))
+                dst.storeBytes(of: UInt8(truncatingIfNeeded: lo) | UInt8(truncatingIfNeeded: hi) << 4, toByteOffset: out + 2 + j, as: UInt8.self)
+            }
+        }
+    case .q4_1:
+        for b in 0..<(n / 32) {
+            let xb = x + b * 32, out = b * 20
+            var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
+            for j in 0..<32 {
+                lo = min(lo, xb[j])
+                hi = max(hi, xb[j])
+            }
+            let d = (hi - lo) / 15, id: Float = d != 0 ? 1 / d : 0
+            storeHalf(d, out)
+            storeHalf(lo, out + 2)
+            for j in 0..<16 {
+                let q0 = min(15, Int8(clamping: toInt((xb[j] - lo) * id + 0.5)))
+                let q1 = min(15, Int8(clamping: toInt((xb[16 + j] - lo) * id + 0.5)))
+                dst.storeBytes(of: UInt8(truncatingIfNeeded: q0) | UInt8(truncatingIfNeeded: q1) << 4, toByteOffset: out + 4 + j, as: UInt8.self)
+            }
+        }
+    default:
+        preconditionFailure("no quantizer for \(type)")
+    }
+}

@@ -21,7 +21,7 @@ final class QuantTests: XCTestCase {
         var bytes: [UInt8] { [UInt8](Data(base64Encoded: data)!) }
     }
 
-    func cases() throws -> [Case] {
+    static func cases() throws -> [Case] {
         var dir = URL(fileURLWithPath: #filePath)
         dir.deleteLastPathComponent()
         dir.deleteLastPathComponent()
@@ -30,7 +30,7 @@ final class QuantTests: XCTestCase {
     }
 
     func testDequantizeMatchesGGUFPackage() throws {
-        let all = try cases()
+        let all = try Self.cases()
         XCTAssertEqual(all.map(\.type), ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"])
         for c in all {
             let type = c.tensorType
@@ -54,7 +54,7 @@ final class QuantTests: XCTestCase {
     /// Our activation quantizer writes what ggml's `quantize_row_q8_0` writes: same int8 values,
     /// same scale (rounded to Float16).
     func testActivationQuantizationMatchesGGUFPackage() throws {
-        for c in try cases() {
+        for c in try Self.cases() {
             let expected = [UInt8](Data(base64Encoded: c.x_q8_0)!)
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: Q8Activations.byteCount(c.cols), alignment: 64)
             defer { buffer.deallocate() }
@@ -70,7 +70,7 @@ final class QuantTests: XCTestCase {
     }
 
     func testMatvecMatchesReferenceDotProduct() throws {
-        for c in try cases() {
+        for c in try Self.cases() {
             let type = c.tensorType
             var y = [Float](repeating: 0, count: c.rows)
             c.bytes.withUnsafeBytes { raw in matvec(Matrix(type: type, rows: c.rows, cols: c.cols, data: raw.baseAddress!), c.x, &y) }
@@ -86,6 +86,37 @@ final class QuantTests: XCTestCase {
                 let tolerance = (type == .q4_1 || type == .q4_K ? 2e-3 : 1e-5) * max(1, magnitude)
                 XCTAssertEqual(Double(y[r]), expected, accuracy: tolerance, "\(c.type) row \(r)")
             }
+        }
+    }
+}
+
+/// Our quantizers write the bytes the `gguf` package (ggml's reference quantizers) writes.
+final class QuantizeTests: XCTestCase {
+    func testQuantizeMatchesGGUFPackage() throws {
+        let all = try QuantTests.cases()
+        let source = all.first { $0.type == "F32" }!
+        let floats: [Float] = source.bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        for c in all where ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1"].contains(c.type) {
+            let type = c.tensorType
+            var out = [UInt8](repeating: 0, count: c.rows * type.rowBytes(c.cols)!)
+            out.withUnsafeMutableBytes { dst in
+                floats.withUnsafeBufferPointer { x in
+                    for r in 0..<c.rows {
+                        quantizeRow(type, x.baseAddress! + r * c.cols, c.cols, dst.baseAddress! + r * type.rowBytes(c.cols)!)
+                    }
+                }
+            }
+            XCTAssertEqual(out, c.bytes, "\(c.type)")
+        }
+    }
+
+    func testNonFiniteWeightsDoNotTrap() {
+        var x = [Float](repeating: 1, count: 32)
+        x[3] = .nan
+        x[7] = .infinity
+        var out = [UInt8](repeating: 0, count: 34)
+        for type in [TensorType.q8_0, .q4_0, .q4_1] {
+            out.withUnsafeMutableBytes { quantizeRow(type, x, 32, $0.baseAddress!) }
         }
     }
 }

@@ -47,6 +47,36 @@ final class ConvertTests: XCTestCase {
         try check(source: try SharedData.path("reference/ref-gqa-32k/hf"), model: "ref-gqa-32k", type: .f16, tolerance: 2e-2)
     }
 
+    func testQuantizeToBlockFormats() throws {
+        // Bytes are pinned by QuantizeTests; here: the file's layout, and logits that follow the
+        // reference closely (a misplaced block or row gives uncorrelated logits).
+        let hf = try SharedData.path("reference/ref-mha-512/hf")
+        let (ids, expected, _) = try referenceLogits("ref-mha-512")
+        for (type, minimum) in [(TensorType.q8_0, 0.999), (.q4_0, 0.9), (.q4_1, 0.9)] {
+            let out = dir + "/\(type).gguf"
+            try GGUFExport.write(try Model(path: hf), to: out, type: type)
+            let logits = try Transformer(weights: try Model(path: out).weights).forward(tokens: ids, startPosition: 0, allLogits: true)
+            XCTAssertGreaterThan(correlation(logits, expected), minimum, "\(type)")
+            let file = try GGUFFile(path: out)
+            XCTAssertEqual(file.tensor("blk.0.attn_q.weight")?.type, type)
+            XCTAssertEqual(file.tensor("output.weight")?.type, .q8_0, "Q8_0 itself, or the output matrix of a 4-bit file")
+            XCTAssertEqual(file.tensor("blk.0.attn_norm.weight")?.type, .f32)
+            XCTAssertEqual(file.metadata["general.file_type"], .uint(GGUFExport.fileTypes[type]!))
+        }
+    }
+
+    func correlation(_ a: [Float], _ b: [Float]) -> Double {
+        let n = Double(a.count)
+        let ma = a.reduce(0) { $0 + Double($1) } / n, mb = b.reduce(0) { $0 + Double($1) } / n
+        var sab = 0.0, saa = 0.0, sbb = 0.0
+        for (x, y) in zip(a, b) {
+            sab += (Double(x) - ma) * (Double(y) - mb)
+            saa += (Double(x) - ma) * (Double(x) - ma)
+            sbb += (Double(y) - mb) * (Double(y) - mb)
+        }
+        return sab / (saa * sbb).squareRoot()
+    }
+
     func testLlama2CToGGUF() throws {
         try check(source: try SharedData.path("reference/ref-mha-512/ref-mha-512-v1.bin"),
                   tokenizer: try SharedData.path("tokenizer/tok512.bin"), model: "ref-mha-512", type: .f32, tolerance: 1e-4)

@@ -2,15 +2,17 @@ import Foundation
 import LlamaKernels
 
 /// Writes a model as a GGUF file llama.cpp loads: llama metadata, the tokenizer, the chat
-/// template, and every matrix in Float32 or Float16 (norms stay Float32, as llama.cpp's
-/// converter keeps 1-D tensors). Hugging Face q/k rows are permuted back to Meta's interleaved
+/// template, and every matrix in the chosen type (norms stay Float32, as llama.cpp keeps 1-D
+/// tensors). Block formats use ggml's reference quantizers (`quantizeRow`); a matrix whose rows
+/// do not divide into blocks is written as F16, and the output matrix of a 4-bit file as Q8_0
+/// (llama.cpp uses Q6_K there; Q8_0 keeps the same role of a more precise output). Hugging Face q/k rows are permuted back to Meta's interleaved
 /// RoPE layout, as `convert_hf_to_gguf.py` does. Streams tensor by tensor; the file appears
 /// atomically (temporary file, fsync, rename).
 public enum GGUFExport {
     public static func write(_ model: Model, to path: String, type: TensorType,
                              progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws {
-        guard type == .f32 || type == .f16 else {
-            throw LlamaError.invalidArgument("convert writes F32 or F16, not \(type) (use quantize for block formats)")
+        guard let fileType = fileTypes[type] else {
+            throw LlamaError.invalidArgument("cannot write \(type) (supported: \(fileTypes.keys.map(\.description).sorted().joined(separator: ", ")))")
         }
         let c = model.config
         if c.ropeLayout == .halves && c.ropeDim != c.headDim {
@@ -19,7 +21,7 @@ public enum GGUFExport {
         var metadata: [(String, GGUFValue)] = [
             ("general.architecture", .string("llama")),
             ("general.name", .string(model.name)),
-            ("general.file_type", .uint(type == .f32 ? 0 : 1)),
+            ("general.file_type", .uint(fileType)),
             ("llama.context_length", .uint(UInt64(c.contextLength))),
             ("llama.embedding_length", .uint(UInt64(c.dim))),
             ("llama.block_count", .uint(UInt64(c.layerCount))),
@@ -39,23 +41,28 @@ public enum GGUFExport {
 
         let w = model.weights
         var tensors: [GGUFWriter.StreamedTensor] = []
-        func matrix(_ name: String, _ m: Matrix, permuteHeads: Int? = nil) {
-            tensors.append(.init(name: name, dims: [m.cols, m.rows], type: type) { out in
+        func matrix(_ name: String, _ m: Matrix, permuteHeads: Int? = nil, isOutput: Bool = false) {
+            var t = isOutput && (type == .q4_0 || type == .q4_1) ? TensorType.q8_0 : type
+            if t.rowBytes(m.cols) == nil { t = .f16 }
+            let rowBytes = t.rowBytes(m.cols)!
+            tensors.append(.init(name: name, dims: [m.cols, m.rows], type: t) { out in
                 var row = [Float](repeating: 0, count: m.cols)
+                var encoded = [UInt8](repeating: 0, count: rowBytes)
                 for r in 0..<m.rows {
                     let source = permuteHeads.map { interleavedSourceRow(r, headDim: c.headDim, heads: $0) } ?? r
                     m.row(source, into: &row)
-                    append(row, as: type, to: &out)
+                    encoded.withUnsafeMutableBytes { quantizeRow(t, row, m.cols, $0.baseAddress!) }
+                    out += encoded
                 }
             })
         }
         func vector(_ name: String, _ v: [Float]) {
-            tensors.append(.init(name: name, dims: [v.count], type: .f32) { out in append(v, as: .f32, to: &out) })
+            tensors.append(.init(name: name, dims: [v.count], type: .f32) { out in v.withUnsafeBytes { out += $0 } })
         }
         let permute = c.ropeLayout == .halves
-        matrix("token_embd.weight", w.tokenEmbedding)
+        matrix("token_embd.weight", w.tokenEmbedding, isOutput: w.tiedEmbeddings)
         vector("output_norm.weight", w.norm)
-        if !w.tiedEmbeddings { matrix("output.weight", w.output) }
+        if !w.tiedEmbeddings { matrix("output.weight", w.output, isOutput: true) }
         for (i, l) in w.layers.enumerated() {
             let p = "blk.\(i)."
             vector(p + "attn_norm.weight", l.attentionNorm)
@@ -79,14 +86,8 @@ public enum GGUFExport {
         return head * d + (j % 2) * (d / 2) + j / 2
     }
 
-    static func append(_ values: [Float], as type: TensorType, to out: inout [UInt8]) {
-        switch type {
-        case .f16:
-            for v in values { withUnsafeBytes(of: Float16(v).bitPattern.littleEndian) { out += $0 } }
-        default:
-            values.withUnsafeBytes { out += $0 }
-        }
-    }
+    /// The types this writer produces, with their `general.file_type` (llama.cpp's `llama_ftype`).
+    public static let fileTypes: [TensorType: UInt64] = [.f32: 0, .f16: 1, .q4_0: 2, .q4_1: 3, .q8_0: 7, .bf16: 32]
 
     public static func tokenizerMetadata(_ t: any Tokenizer, vocabSize: Int) throws -> [(String, GGUFValue)] {
         let v = t.vocabulary
