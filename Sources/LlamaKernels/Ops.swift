@@ -113,25 +113,29 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
         let p = products[i], w = p.matrix
         let end = min(start + chunk, w.rows)
         var r = start
-        var b = 0
-        // 2 rows × 4 inputs per step where the batch allows, then what is left one by one.
+        // 2 rows × 4 inputs per step where the batch allows. Inputs go in blocks of 8 so their
+        // rows (8 × cols floats) stay in L2 while every row pair of the task uses them.
         if tiled {
-            while r + 2 <= end {
-                b = 0
-                while b + 4 <= batch {
-                    let v = dotTile2x4(w.type, w.data + r * w.rowBytes, w.data + (r + 1) * w.rowBytes, xin.pointer + b * stride, stride, cols)
-                    for j in 0..<4 {
-                        p.output[(b + j) * p.outputStride + r] = v[j]
-                        p.output[(b + j) * p.outputStride + r + 1] = v[4 + j]
+            let pairsEnd = start + (end - start) / 2 * 2
+            for blockStart in Swift.stride(from: 0, to: batch, by: 8) {
+                let blockEnd = min(batch, blockStart + 8)
+                for rp in Swift.stride(from: start, to: pairsEnd, by: 2) {
+                    var bb = blockStart
+                    while bb + 4 <= blockEnd {
+                        let v = dotTile2x4(w.type, w.data + rp * w.rowBytes, w.data + (rp + 1) * w.rowBytes, xin.pointer + bb * stride, stride, cols)
+                        for j in 0..<4 {
+                            p.output[(bb + j) * p.outputStride + rp] = v[j]
+                            p.output[(bb + j) * p.outputStride + rp + 1] = v[4 + j]
+                        }
+                        bb += 4
                     }
-                    b += 4
+                    for b in bb..<blockEnd {
+                        p.output[b * p.outputStride + rp] = dot(w.type, w.data + rp * w.rowBytes, xin.pointer + b * stride, cols)
+                        p.output[b * p.outputStride + rp + 1] = dot(w.type, w.data + (rp + 1) * w.rowBytes, xin.pointer + b * stride, cols)
+                    }
                 }
-                for bb in b..<batch {
-                    p.output[bb * p.outputStride + r] = dot(w.type, w.data + r * w.rowBytes, xin.pointer + bb * stride, cols)
-                    p.output[bb * p.outputStride + r + 1] = dot(w.type, w.data + (r + 1) * w.rowBytes, xin.pointer + bb * stride, cols)
-                }
-                r += 2
             }
+            r = pairsEnd
         }
         for rr in r..<end {
             let row = w.data + rr * w.rowBytes
