@@ -183,3 +183,34 @@ final class BadInputTests: XCTestCase {
         if r.tokens.count == 3 { XCTAssertEqual(r.finishReason, .length) }
     }
 }
+
+/// Sharded Hugging Face checkpoints: tensors found through model.safetensors.index.json.
+final class ShardedCheckpointTests: XCTestCase {
+    func testIndexedShardsLoadLikeOneFile() throws {
+        let source = try SharedData.path("reference/ref-mha-512/hf")
+        let dir = NSTemporaryDirectory() + "llama-sharded-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for f in ["config.json", "tokenizer.model"] { try FileManager.default.copyItem(atPath: source + "/" + f, toPath: dir + "/" + f) }
+        // Two shards: the same file under two names, each listed for half of the tensors.
+        let names = try SafetensorsFile(path: source + "/model.safetensors").entries.keys.sorted()
+        let shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+        for s in shards { try FileManager.default.copyItem(atPath: source + "/model.safetensors", toPath: dir + "/" + s) }
+        var map: [String: String] = [:]
+        for (i, n) in names.enumerated() { map[n] = shards[i % 2] }
+        let index = try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map])
+        FileManager.default.createFile(atPath: dir + "/model.safetensors.index.json", contents: index)
+
+        let sharded = try Model(path: dir)
+        let single = try Model(path: source)
+        let ids = [1, 300, 45, 260]
+        XCTAssertEqual(try Transformer(weights: sharded.weights).forward(tokens: ids, startPosition: 0, allLogits: true),
+                       try Transformer(weights: single.weights).forward(tokens: ids, startPosition: 0, allLogits: true))
+
+        // A shard named in the index but absent is a clear error.
+        try FileManager.default.removeItem(atPath: dir + "/" + shards[1])
+        XCTAssertThrowsError(try Model(path: dir)) { error in
+            XCTAssertEqual(error as? LlamaError, .fileNotFound(dir + "/" + shards[1]))
+        }
+    }
+}
