@@ -20,14 +20,7 @@ struct Convert: ParsableCommand {
         let types: [String: TensorType] = ["f32": .f32, "f16": .f16, "bf16": .bf16]
         guard let t = types[type.lowercased()] else { throw ValidationError("--type must be f32, f16 or bf16") }
         let m = try model.load()
-        var last = -1
-        try GGUFExport.write(m, to: output, type: t) { done, total in
-            let percent = done * 100 / total
-            if percent != last {
-                last = percent
-                FileHandle.standardError.write(Data("\rwriting \(output): \(percent)% (\(done)/\(total) tensors)".utf8))
-            }
-        }
+        try GGUFExport.write(m, to: output, type: t, progress: tensorProgress("writing \(output)"))
         note("\nwrote \(output)")
     }
 }

@@ -88,6 +88,18 @@ func emit(_ text: String) {
     FileHandle.standardOutput.write(Data(text.utf8))
 }
 
+/// A progress callback printing "label: N% (done/total tensors)" on one refreshing stderr line.
+func tensorProgress(_ label: String) -> (Int, Int) -> Void {
+    var last = -1
+    return { done, total in
+        let percent = done * 100 / max(1, total)
+        if percent != last {
+            last = percent
+            FileHandle.standardError.write(Data("\r\(label): \(percent)% (\(done)/\(total) tensors)".utf8))
+        }
+    }
+}
+
 func note(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }

@@ -30,14 +30,7 @@ struct Quantize: ParsableCommand {
             throw ValidationError("type must be one of \(GGUFExport.fileTypes.keys.map(\.description).sorted().joined(separator: ", "))")
         }
         let m = try Model(path: input, tokenizerPath: tokenizer)
-        var last = -1
-        try GGUFExport.write(m, to: output, type: t) { done, total in
-            let percent = done * 100 / total
-            if percent != last {
-                last = percent
-                FileHandle.standardError.write(Data("\rquantizing to \(t): \(percent)% (\(done)/\(total) tensors)".utf8))
-            }
-        }
+        try GGUFExport.write(m, to: output, type: t, progress: tensorProgress("quantizing to \(t)"))
         let size = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         note(String(format: "\nwrote %@ (%.1f MiB)", output, Double(size) / 1048576))
     }

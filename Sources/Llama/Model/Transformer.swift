@@ -160,7 +160,9 @@ public final class Transformer: @unchecked Sendable {
                 }
             }
             attention(keys: k, values: v, start: start, count: n)
-            matmul([Product(layer.wo, &xb)], attnOut, batch: n, pool: pool)
+            xb.withUnsafeMutableBufferPointer { out in
+                matmul([Product(layer.wo, out.baseAddress!)], attnOut, batch: n, pool: pool)
+            }
             addResidual(count: n)
 
             // Feed-forward sub-layer: x += W2 · (silu(W1 · RMSNorm(x)) * (W3 · RMSNorm(x))).
@@ -171,7 +173,9 @@ public final class Transformer: @unchecked Sendable {
                     swiglu(gate.baseAddress!, up.baseAddress!, n * c.hiddenDim)
                 }
             }
-            matmul([Product(layer.w2, &xb)], hb, batch: n, pool: pool)
+            xb.withUnsafeMutableBufferPointer { out in
+                matmul([Product(layer.w2, out.baseAddress!)], hb, batch: n, pool: pool)
+            }
             addResidual(count: n)
         }
         // Final norm and output projection, for the last token only unless all are wanted.
@@ -185,8 +189,12 @@ public final class Transformer: @unchecked Sendable {
         }
         if allLogits {
             if batchLogits.count < n * c.vocabSize { batchLogits = .init(repeating: 0, count: maxBatch * c.vocabSize) }
-            matmul([Product(weights.output, &batchLogits)], xb, batch: n, pool: pool)
-            logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: batchLogits.withUnsafeBufferPointer { $0.baseAddress! + (n - 1) * c.vocabSize }, count: c.vocabSize) }
+            batchLogits.withUnsafeMutableBufferPointer { all in
+                matmul([Product(weights.output, all.baseAddress!)], xb, batch: n, pool: pool)
+                logits.withUnsafeMutableBufferPointer {
+                    $0.baseAddress!.update(from: all.baseAddress! + (n - 1) * c.vocabSize, count: c.vocabSize)
+                }
+            }
         } else {
             xb.withUnsafeBufferPointer { matvec(weights.output, $0.baseAddress! + (n - 1) * c.dim, &logits, pool: pool) }
         }
