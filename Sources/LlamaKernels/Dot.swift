@@ -398,6 +398,10 @@ public func quantizeRow(_ type: TensorType, _ x: UnsafePointer<Float>, _ n: Int,
                 dst.storeBytes(of: UInt8(truncatingIfNeeded: q0) | UInt8(truncatingIfNeeded: q1) << 4, toByteOffset: out + 4 + j, as: UInt8.self)
             }
         }
+    case .q4_K:
+        for b in 0..<(n / 256) { quantizeQ4_K(x + b * 256, dst + b * 144) }
+    case .q6_K:
+        for b in 0..<(n / 256) { quantizeQ6_K(x + b * 256, dst + b * 210) }
     default:
         preconditionFailure("no quantizer for \(type)")
     }

@@ -61,7 +61,7 @@ final class ConvertTests: XCTestCase {
             XCTAssertEqual(file.tensor("blk.0.attn_q.weight")?.type, type)
             XCTAssertEqual(file.tensor("output.weight")?.type, .q8_0, "Q8_0 itself, or the output matrix of a 4-bit file")
             XCTAssertEqual(file.tensor("blk.0.attn_norm.weight")?.type, .f32)
-            XCTAssertEqual(file.metadata["general.file_type"], .uint(GGUFExport.fileTypes[type]!))
+            XCTAssertEqual(file.metadata["general.file_type"], .uint(GGUFExport.Recipe.uniform(type)!.fileType))
         }
     }
 

@@ -3,17 +3,62 @@ import LlamaKernels
 
 /// Writes a model as a GGUF file llama.cpp loads: llama metadata, the tokenizer, the chat
 /// template, and every matrix in the chosen type (norms stay Float32, as llama.cpp keeps 1-D
-/// tensors). Block formats use ggml's reference quantizers (`quantizeRow`); a matrix whose rows
-/// do not divide into blocks is written as F16, and the output matrix of a 4-bit file as Q8_0
-/// (llama.cpp uses Q6_K there; Q8_0 keeps the same role of a more precise output). Hugging Face q/k rows are permuted back to Meta's interleaved
+/// tensors). Block formats use ggml's reference quantizers (`quantizeRow`); see `Recipe` for
+/// which matrix gets which type. Hugging Face q/k rows are permuted back to Meta's interleaved
 /// RoPE layout, as `convert_hf_to_gguf.py` does. Streams tensor by tensor; the file appears
 /// atomically (temporary file, fsync, rename).
 public enum GGUFExport {
+    /// Which type each matrix gets: one type for all, or llama.cpp's Q4_K_M mix.
+    public struct Recipe: Sendable {
+        public let name: String
+        /// `general.file_type` (llama.cpp's `llama_ftype`).
+        public let fileType: UInt64
+        let base: TensorType
+        let mixed: Bool
+
+        /// The type of a matrix called `role` (attn_v, ffn_down, output, …) in layer `layer` of
+        /// `layers`, before the fallback for rows that do not divide into blocks.
+        public func type(role: String, layer: Int, layers: Int) -> TensorType {
+            // llama.cpp `llama_tensor_get_type`: a more precise output matrix for block formats,
+            // and for Q4_K_M Q6_K attn_v/ffn_down in the first and last eighths and every third layer.
+            if role == "output" {
+                return [.q4_0, .q4_1, .q4_K].contains(base) ? (base == .q4_K ? .q6_K : .q8_0) : base
+            }
+            if mixed && (role == "attn_v" || role == "ffn_down") {
+                let moreBits = layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2
+                if moreBits { return .q6_K }
+            }
+            return base
+        }
+
+        public static let all: [Recipe] = [
+            Recipe(name: "F32", fileType: 0, base: .f32, mixed: false),
+            Recipe(name: "F16", fileType: 1, base: .f16, mixed: false),
+            Recipe(name: "BF16", fileType: 32, base: .bf16, mixed: false),
+            Recipe(name: "Q8_0", fileType: 7, base: .q8_0, mixed: false),
+            Recipe(name: "Q4_0", fileType: 2, base: .q4_0, mixed: false),
+            Recipe(name: "Q4_1", fileType: 3, base: .q4_1, mixed: false),
+            Recipe(name: "Q4_K", fileType: 14, base: .q4_K, mixed: false),
+            Recipe(name: "Q4_K_M", fileType: 15, base: .q4_K, mixed: true),
+            Recipe(name: "Q6_K", fileType: 18, base: .q6_K, mixed: false),
+        ]
+
+        public static func named(_ name: String) -> Recipe? { all.first { $0.name == name.uppercased() } }
+        public static func uniform(_ type: TensorType) -> Recipe? { all.first { $0.base == type && !$0.mixed } }
+    }
+
+    /// Writes with one type for every matrix (`type` must be one of the recipes' base types).
     public static func write(_ model: Model, to path: String, type: TensorType,
                              progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws {
-        guard let fileType = fileTypes[type] else {
-            throw LlamaError.invalidArgument("cannot write \(type) (supported: \(fileTypes.keys.map(\.description).sorted().joined(separator: ", ")))")
+        guard let recipe = Recipe.uniform(type) else {
+            throw LlamaError.invalidArgument("cannot write \(type) (supported: \(Recipe.all.map(\.name).joined(separator: ", ")))")
         }
+        try write(model, to: path, recipe: recipe, progress: progress)
+    }
+
+    public static func write(_ model: Model, to path: String, recipe: Recipe,
+                             progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws {
+        let fileType = recipe.fileType
         let c = model.config
         if c.ropeLayout == .halves && c.ropeDim != c.headDim {
             throw LlamaError.invalidArgument("\(model.path): partial rotary embeddings (\(c.ropeDim) of \(c.headDim)) cannot be converted")
@@ -41,9 +86,11 @@ public enum GGUFExport {
 
         let w = model.weights
         var tensors: [GGUFWriter.StreamedTensor] = []
-        func matrix(_ name: String, _ m: Matrix, permuteHeads: Int? = nil, isOutput: Bool = false) {
-            var t = isOutput && (type == .q4_0 || type == .q4_1) ? TensorType.q8_0 : type
-            if t.rowBytes(m.cols) == nil { t = .f16 }
+        func matrix(_ name: String, _ m: Matrix, role: String, layer: Int = 0, permuteHeads: Int? = nil) {
+            var t = recipe.type(role: role, layer: layer, layers: c.layerCount)
+            // Rows that are not whole blocks: K-quants fall back to Q8_0 (llama.cpp uses Q5_0/Q8_0),
+            // 32-blocks to F16.
+            if t.rowBytes(m.cols) == nil { t = TensorType.q8_0.rowBytes(m.cols) != nil ? .q8_0 : .f16 }
             let rowBytes = t.rowBytes(m.cols)!
             tensors.append(.init(name: name, dims: [m.cols, m.rows], type: t) { out in
                 var row = [Float](repeating: 0, count: m.cols)
@@ -60,20 +107,21 @@ public enum GGUFExport {
             tensors.append(.init(name: name, dims: [v.count], type: .f32) { out in v.withUnsafeBytes { out += $0 } })
         }
         let permute = c.ropeLayout == .halves
-        matrix("token_embd.weight", w.tokenEmbedding, isOutput: w.tiedEmbeddings)
+        // Tied embeddings are the output matrix too, and get its type.
+        matrix("token_embd.weight", w.tokenEmbedding, role: w.tiedEmbeddings ? "output" : "token_embd")
         vector("output_norm.weight", w.norm)
-        if !w.tiedEmbeddings { matrix("output.weight", w.output, isOutput: true) }
+        if !w.tiedEmbeddings { matrix("output.weight", w.output, role: "output") }
         for (i, l) in w.layers.enumerated() {
             let p = "blk.\(i)."
             vector(p + "attn_norm.weight", l.attentionNorm)
-            matrix(p + "attn_q.weight", l.wq, permuteHeads: permute ? c.headCount : nil)
-            matrix(p + "attn_k.weight", l.wk, permuteHeads: permute ? c.kvHeadCount : nil)
-            matrix(p + "attn_v.weight", l.wv)
-            matrix(p + "attn_output.weight", l.wo)
+            matrix(p + "attn_q.weight", l.wq, role: "attn_q", layer: i, permuteHeads: permute ? c.headCount : nil)
+            matrix(p + "attn_k.weight", l.wk, role: "attn_k", layer: i, permuteHeads: permute ? c.kvHeadCount : nil)
+            matrix(p + "attn_v.weight", l.wv, role: "attn_v", layer: i)
+            matrix(p + "attn_output.weight", l.wo, role: "attn_output", layer: i)
             vector(p + "ffn_norm.weight", l.ffnNorm)
-            matrix(p + "ffn_gate.weight", l.w1)
-            matrix(p + "ffn_up.weight", l.w3)
-            matrix(p + "ffn_down.weight", l.w2)
+            matrix(p + "ffn_gate.weight", l.w1, role: "ffn_gate", layer: i)
+            matrix(p + "ffn_up.weight", l.w3, role: "ffn_up", layer: i)
+            matrix(p + "ffn_down.weight", l.w2, role: "ffn_down", layer: i)
         }
         try GGUFWriter.stream(metadata: metadata, tensors: tensors, to: path, progress: progress)
     }
@@ -86,8 +134,6 @@ public enum GGUFExport {
         return head * d + (j % 2) * (d / 2) + j / 2
     }
 
-    /// The types this writer produces, with their `general.file_type` (llama.cpp's `llama_ftype`).
-    public static let fileTypes: [TensorType: UInt64] = [.f32: 0, .f16: 1, .q4_0: 2, .q4_1: 3, .q8_0: 7, .bf16: 32]
 
     public static func tokenizerMetadata(_ t: any Tokenizer, vocabSize: Int) throws -> [(String, GGUFValue)] {
         let v = t.vocabulary

@@ -1,0 +1,208 @@
+// K-quant encoders, following ggml's reference procedure (ggml-quants.c `quantize_row_q4_K_ref`,
+// `quantize_row_q6_K_ref`, with their helpers `make_qkx2_quants` and `make_qx_quants`), so that
+// files we write hold the same bytes llama.cpp's quantizer writes (without an importance matrix).
+
+/// Round to nearest, ties to even, through the float adder (ggml `nearest_int`).
+@inline(__always)
+func nearestInt(_ v: Float) -> Int {
+    Int(Int32(bitPattern: (v + 12582912).bitPattern) & 0x007F_FFFF) - 0x0040_0000
+}
+
+/// Scale and minimum for `n` values with `nmax + 1` levels: a weighted least-squares search over
+/// `nstep + 1` candidate scales (ggml `make_qkx2_quants`). Returns (scale, -min) and fills `levels`.
+func fitScaleAndMin(_ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, _ n: Int, _ nmax: Int,
+                    _ levels: UnsafeMutablePointer<UInt8>, rmin: Float, rdelta: Float, nstep: Int) -> (Float, Float) {
+    var lo = x[0], hi = x[0]
+    var sumW = weights[0]
+    var sumX = sumW * x[0]
+    for i in 1..<n {
+        if x[i] < lo { lo = x[i] }
+        if x[i] > hi { hi = x[i] }
+        sumW += weights[i]
+        sumX += weights[i] * x[i]
+    }
+    if lo > 0 { lo = 0 }
+    if hi == lo {
+        for i in 0..<n { levels[i] = 0 }
+        return (0, -lo)
+    }
+    var iscale = Float(nmax) / (hi - lo)
+    var scale = 1 / iscale
+    var bestError: Float = 0
+    for i in 0..<n {
+        let l = max(0, min(nmax, nearestInt(iscale * (x[i] - lo))))
+        levels[i] = UInt8(l)
+        let diff = scale * Float(l) + lo - x[i]
+        bestError += weights[i] * (diff * diff)
+    }
+    var candidate = [UInt8](repeating: 0, count: n)
+    for step in 0...nstep {
+        iscale = (rmin + rdelta * Float(step) + Float(nmax)) / (hi - lo)
+        var sumL: Float = 0, sumL2: Float = 0, sumXL: Float = 0
+        for i in 0..<n {
+            let l = max(0, min(nmax, nearestInt(iscale * (x[i] - lo))))
+            candidate[i] = UInt8(l)
+            let w = weights[i]
+            sumL += w * Float(l)
+            sumL2 += w * Float(l) * Float(l)
+            sumXL += w * Float(l) * x[i]
+        }
+        let det = sumW * sumL2 - sumL * sumL
+        guard det > 0 else { continue }
+        var thisScale = (sumW * sumXL - sumX * sumL) / det
+        var thisMin = (sumL2 * sumX - sumL * sumXL) / det
+        if thisMin > 0 {
+            thisMin = 0
+            thisScale = sumXL / sumL2
+        }
+        var error: Float = 0
+        for i in 0..<n {
+            let diff = thisScale * Float(candidate[i]) + thisMin - x[i]
+            error += weights[i] * (diff * diff)
+        }
+        if error < bestError {
+            for i in 0..<n { levels[i] = candidate[i] }
+            bestError = error
+            scale = thisScale
+            lo = thisMin
+        }
+    }
+    return (scale, -lo)
+}
+
+/// Symmetric scale for `n` values in [-nmax, nmax-1], weighted by x² (ggml `make_qx_quants` with
+/// rmse_type 1). Fills `levels` with l + nmax.
+func fitSymmetricScale(_ x: UnsafePointer<Float>, _ n: Int, _ nmax: Int, _ levels: UnsafeMutablePointer<Int8>) -> Float {
+    var maxValue: Float = 0, amax: Float = 0
+    for i in 0..<n where abs(x[i]) > amax {
+        amax = abs(x[i])
+        maxValue = x[i]
+    }
+    if amax < 1e-15 {
+        for i in 0..<n { levels[i] = 0 }
+        return 0
+    }
+    var iscale = -Float(nmax) / maxValue
+    var sumLX: Float = 0, sumL2: Float = 0
+    for i in 0..<n {
+        let l = max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))
+        levels[i] = Int8(l + nmax)
+        let w = x[i] * x[i]
+        sumLX += w * x[i] * Float(l)
+        sumL2 += w * Float(l) * Float(l)
+    }
+    var scale = sumL2 != 0 ? sumLX / sumL2 : 0
+    var best = scale * sumLX
+    for step in -9...9 where step != 0 {
+        iscale = -(Float(nmax) + 0.1 * Float(step)) / maxValue
+        sumLX = 0
+        sumL2 = 0
+        for i in 0..<n {
+            let l = max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))
+            let w = x[i] * x[i]
+            sumLX += w * x[i] * Float(l)
+            sumL2 += w * Float(l) * Float(l)
+        }
+        if sumL2 > 0 && sumLX * sumLX > best * sumL2 {
+            for i in 0..<n { levels[i] = Int8(nmax + max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))) }
+            scale = sumLX / sumL2
+            best = scale * sumLX
+        }
+    }
+    return scale
+}
+
+/// One Q4_K super-block (256 values → 144 bytes).
+func quantizeQ4_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    var levels = [UInt8](repeating: 0, count: 256)
+    var scales = [Float](repeating: 0, count: 8), mins = scales
+    var weights = [Float](repeating: 0, count: 32)
+    var maxScale: Float = 0, maxMin: Float = 0
+    levels.withUnsafeMutableBufferPointer { L in
+        for j in 0..<8 {
+            let xs = x + 32 * j
+            var sumX2: Float = 0
+            for l in 0..<32 { sumX2 += xs[l] * xs[l] }
+            let average = (sumX2 / 32).squareRoot()
+            for l in 0..<32 { weights[l] = average + abs(xs[l]) }
+            (scales[j], mins[j]) = weights.withUnsafeBufferPointer {
+                fitScaleAndMin(xs, $0.baseAddress!, 32, 15, L.baseAddress! + 32 * j, rmin: -1, rdelta: 0.1, nstep: 20)
+            }
+            maxScale = max(maxScale, scales[j])
+            maxMin = max(maxMin, mins[j])
+        }
+    }
+    let inverseScale: Float = maxScale > 0 ? 63 / maxScale : 0
+    let inverseMin: Float = maxMin > 0 ? 63 / maxMin : 0
+    var packed = [UInt8](repeating: 0, count: 12)
+    for j in 0..<8 {
+        let ls = min(63, UInt8(truncatingIfNeeded: nearestInt(inverseScale * scales[j])))
+        let lm = min(63, UInt8(truncatingIfNeeded: nearestInt(inverseMin * mins[j])))
+        if j < 4 {
+            packed[j] = ls
+            packed[j + 4] = lm
+        } else {
+            packed[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4)
+            packed[j - 4] |= (ls >> 4) << 6
+            packed[j] |= (lm >> 4) << 6
+        }
+    }
+    let d = Float16(maxScale / 63), dmin = Float16(maxMin / 63)
+    out.storeBytes(of: d.bitPattern, as: UInt16.self)
+    out.storeBytes(of: dmin.bitPattern, toByteOffset: 2, as: UInt16.self)
+    for k in 0..<12 { out.storeBytes(of: packed[k], toByteOffset: 4 + k, as: UInt8.self) }
+    let (sc, mn) = packed.withUnsafeBytes { q4KScales($0.baseAddress!) }
+    for j in 0..<8 {
+        let dj = Float(d) * Float(sc[j])
+        if dj == 0 { continue }
+        let mj = Float(dmin) * Float(mn[j])
+        for i in 0..<32 { levels[32 * j + i] = UInt8(max(0, min(15, nearestInt((x[32 * j + i] + mj) / dj)))) }
+    }
+    for pair in 0..<4 {
+        for l in 0..<32 {
+            out.storeBytes(of: levels[64 * pair + l] | (levels[64 * pair + 32 + l] << 4), toByteOffset: 16 + 32 * pair + l, as: UInt8.self)
+        }
+    }
+}
+
+/// One Q6_K super-block (256 values → 210 bytes).
+func quantizeQ6_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    var levels = [Int8](repeating: 0, count: 256)
+    var scales = [Float](repeating: 0, count: 16)
+    var maxScale: Float = 0, maxAbsScale: Float = 0
+    levels.withUnsafeMutableBufferPointer { L in
+        for ib in 0..<16 {
+            scales[ib] = fitSymmetricScale(x + 16 * ib, 16, 32, L.baseAddress! + 16 * ib)
+            if abs(scales[ib]) > maxAbsScale {
+                maxAbsScale = abs(scales[ib])
+                maxScale = scales[ib]
+            }
+        }
+    }
+    if maxAbsScale < 1e-15 {
+        out.initializeMemory(as: UInt8.self, repeating: 0, count: 210)
+        return
+    }
+    let iscale = -128 / maxScale
+    let d = Float16(1 / iscale)
+    var blockScales = [Int8](repeating: 0, count: 16)
+    for ib in 0..<16 { blockScales[ib] = Int8(truncatingIfNeeded: min(127, nearestInt(iscale * scales[ib]))) }
+    for j in 0..<16 {
+        let dj = Float(d) * Float(blockScales[j])
+        if dj == 0 { continue }
+        for i in 0..<16 { levels[16 * j + i] = Int8(max(-32, min(31, nearestInt(x[16 * j + i] / dj))) + 32) }
+    }
+    for half in 0..<2 {
+        let base = 128 * half
+        for l in 0..<32 {
+            let q1 = UInt8(levels[base + l]), q2 = UInt8(levels[base + l + 32])
+            let q3 = UInt8(levels[base + l + 64]), q4 = UInt8(levels[base + l + 96])
+            out.storeBytes(of: (q1 & 0xF) | ((q3 & 0xF) << 4), toByteOffset: 64 * half + l, as: UInt8.self)
+            out.storeBytes(of: (q2 & 0xF) | ((q4 & 0xF) << 4), toByteOffset: 64 * half + 32 + l, as: UInt8.self)
+            out.storeBytes(of: (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6),
+                           toByteOffset: 128 + 32 * half + l, as: UInt8.self)
+        }
+    }
+    for ib in 0..<16 { out.storeBytes(of: blockScales[ib], toByteOffset: 192 + ib, as: Int8.self) }
+    out.storeBytes(of: d.bitPattern, toByteOffset: 208, as: UInt16.self)
+}
