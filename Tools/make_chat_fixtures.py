@@ -4,6 +4,7 @@
   system folded into the first user turn, each turn BOS ... EOS) with the `sentencepiece` library.
 - ChatML: SmolLM2's own Jinja `chat_template` (from its GGUF) rendered with jinja2, tokenized by
   llama.cpp (llama-cpp-python) with special tokens parsed.
+- Llama 3: Meta's Llama 3 Instruct Jinja template rendered with jinja2, as text.
 Writes Tests/Fixtures/chat_cases.json.
 
     pip install sentencepiece jinja2 gguf llama-cpp-python
@@ -46,7 +47,16 @@ def chatml(dialog):
     text = jinja2.Environment().from_string(template).render(messages=dialog, add_generation_prompt=True)
     return llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-cases = [{"messages": d, "llama2": llama2(d), "chatml_smollm2": chatml(d)} for d in dialogs]
+# Llama 3: the chat_template of Meta's Llama-3-8B-Instruct tokenizer_config.json, rendered as text
+# (its vocabulary is not available here; the text is what gets tokenized with special tokens).
+LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
+          "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+          "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+          "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+def llama3(dialog):
+    return jinja2.Environment().from_string(LLAMA3).render(messages=dialog, add_generation_prompt=True, bos_token="<|begin_of_text|>")
+
+cases = [{"messages": d, "llama2": llama2(d), "chatml_smollm2": chatml(d), "llama3_text": llama3(d)} for d in dialogs]
 out = os.path.join(os.path.dirname(__file__), "..", "Tests", "Fixtures", "chat_cases.json")
 json.dump(cases, open(out, "w", encoding="utf-8"), ensure_ascii=False)
 print("wrote", out, file=sys.stderr)

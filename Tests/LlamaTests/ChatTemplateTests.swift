@@ -2,14 +2,15 @@ import Foundation
 import XCTest
 import Llama
 
-/// Chat rendering equals the references: Meta's `chat_completion` token layout for Llama 2-Chat
-/// and SmolLM2's own Jinja template for ChatML (Tests/Fixtures/chat_cases.json, made by
+/// Chat rendering equals the references: Meta's `chat_completion` token layout for Llama 2-Chat,
+/// SmolLM2's own Jinja template for ChatML and Meta's Llama 3 Instruct template (Tests/Fixtures/chat_cases.json, made by
 /// Tools/make_chat_fixtures.py).
 final class ChatTemplateTests: XCTestCase {
     struct Case: Decodable {
         let messages: [ChatMessage]
         let llama2: [Int]
         let chatml_smollm2: [Int]
+        let llama3_text: String
     }
 
     func cases() throws -> [Case] {
@@ -31,6 +32,12 @@ final class ChatTemplateTests: XCTestCase {
         for c in try cases() {
             XCTAssertEqual(try ChatFormat.chatml.render(c.messages, tokenizer: model.tokenizer, defaultSystem: system),
                            c.chatml_smollm2, "\(c.messages)")
+        }
+    }
+
+    func testLlama3MatchesMetaTemplate() throws {
+        for c in try cases() {
+            XCTAssertEqual(try ChatFormat.llama3.renderText(c.messages), c.llama3_text, "\(c.messages)")
         }
     }
 

@@ -57,21 +57,33 @@ public enum ChatFormat: String, Sendable, CaseIterable {
         switch self {
         case .llama2: return try renderLlama2(messages, tokenizer)
         case .chatml:
+            return tokenizer.encode(try renderText(messages, defaultSystem: defaultSystem), addBOS: tokenizer.addsBOS, parseSpecial: true)
+        case .llama3:
+            return tokenizer.encode(try renderText(messages, defaultSystem: defaultSystem), addBOS: false, parseSpecial: true)
+        }
+    }
+
+    /// The conversation as the template's text (special tokens written out), for the formats
+    /// whose templates produce one string: ChatML and Llama 3. Llama 2-Chat is built from
+    /// separately encoded turns instead (see `render`).
+    public func renderText(_ messages: [ChatMessage], defaultSystem: String? = nil) throws -> String {
+        switch self {
+        case .llama2:
+            throw LlamaError.invalidArgument("Llama 2-Chat turns are encoded one by one; use render")
+        case .chatml:
             var text = ""
             if messages.first?.role != .system, let s = defaultSystem {
                 text += "<|im_start|>system\n\(s)<|im_end|>\n"
             }
             for m in messages { text += "<|im_start|>\(m.role.rawValue)\n\(m.content)<|im_end|>\n" }
-            text += "<|im_start|>assistant\n"
-            return tokenizer.encode(text, addBOS: tokenizer.addsBOS, parseSpecial: true)
+            return text + "<|im_start|>assistant\n"
         case .llama3:
             var text = "<|begin_of_text|>"
             for m in messages {
                 text += "<|start_header_id|>\(m.role.rawValue)<|end_header_id|>\n\n"
                     + m.content.trimmingCharacters(in: .whitespacesAndNewlines) + "<|eot_id|>"
             }
-            text += "<|start_header_id|>assistant<|end_header_id|>\n\n"
-            return tokenizer.encode(text, addBOS: false, parseSpecial: true)
+            return text + "<|start_header_id|>assistant<|end_header_id|>\n\n"
         }
     }
 
