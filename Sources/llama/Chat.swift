@@ -8,7 +8,8 @@ struct Chat: ParsableCommand {
         discussion: """
             The conversation is rendered with the model's chat template (Llama 2-Chat, ChatML or \
             Llama 3, detected from the file; override with --template). In the interactive session, \
-            /reset starts over and /exit (or end of input) quits.
+            /reset starts over and /exit (or end of input) quits; Ctrl-C stops an answer being \
+            written (what was written stays in the history) and, at the prompt, quits.
             """)
 
     @OptionGroup var model: ModelOptions
@@ -25,6 +26,7 @@ struct Chat: ParsableCommand {
     var template: String?
 
     func run() throws {
+        Interrupt.install()
         let m = try model.load()
         let format: ChatFormat
         if let t = template {
@@ -47,9 +49,11 @@ struct Chat: ParsableCommand {
         func turn(_ text: String) throws {
             history.append(ChatMessage(.user, text))
             let ids = try format.render(history, tokenizer: m.tokenizer, defaultSystem: defaultSystem)
-            let result = try generator.generate(prompt: ids, options: options) { emit($0); return true }
+            let result = try Interrupt.generation { keepGoing in
+                try generator.generate(prompt: ids, options: options) { emit($0); return keepGoing() }
+            }
             emit("\n")
-            note(stats(result))
+            note(stats(result) + (result.finishReason == .cancelled ? " (interrupted)" : ""))
             history.append(ChatMessage(.assistant, result.text))
         }
 

@@ -4,7 +4,7 @@ import Llama
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Continue a prompt (plain completion, no chat template).",
-        discussion: "The text streams to stdout; timings go to stderr. Reads the prompt from stdin when none is given.")
+        discussion: "The text streams to stdout; timings go to stderr. Reads the prompt from stdin when none is given. Ctrl-C stops the generation and prints the timings.")
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var sampling: SamplingOptionGroup
@@ -26,9 +26,12 @@ struct Run: ParsableCommand {
         options.sampling = sampling.options
         options.stopStrings = generation.stop
         if let eos = m.tokenizer.eosID { options.stopTokens = [eos] }
+        Interrupt.install()
         emit(text)
-        let result = try generator.generate(prompt: ids, options: options) { emit($0); return true }
+        let result = try Interrupt.generation { keepGoing in
+            try generator.generate(prompt: ids, options: options) { emit($0); return keepGoing() }
+        }
         emit("\n")
-        note(stats(result))
+        note(stats(result) + (result.finishReason == .cancelled ? " (interrupted)" : ""))
     }
 }
