@@ -49,7 +49,7 @@ struct Chat: ParsableCommand {
         func turn(_ text: String) throws {
             history.append(ChatMessage(.user, text))
             let ids = try format.render(history, tokenizer: m.tokenizer, defaultSystem: defaultSystem)
-            let result = try Interrupt.generation { keepGoing in
+            let result = try Interrupt.stoppable { keepGoing in
                 try generator.generate(prompt: ids, options: options) { emit($0); return keepGoing() }
             }
             emit("\n")

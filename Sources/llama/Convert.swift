@@ -19,8 +19,11 @@ struct Convert: ParsableCommand {
     func run() throws {
         let types: [String: TensorType] = ["f32": .f32, "f16": .f16, "bf16": .bf16]
         guard let t = types[type.lowercased()] else { throw ValidationError("--type must be f32, f16 or bf16") }
+        Interrupt.install()
         let m = try model.load()
-        try GGUFExport.write(m, to: output, type: t, progress: tensorProgress("writing \(output)"))
+        try Interrupt.stoppable { keepGoing in
+            try GGUFExport.write(m, to: output, type: t, progress: tensorProgress("writing \(output)"), shouldContinue: keepGoing)
+        }
         note("\nwrote \(output)")
     }
 }

@@ -1,8 +1,10 @@
 import Foundation
 import Synchronization
 
-/// Ctrl-C while text is being generated stops that generation (the command then finishes
-/// normally: stats, next chat prompt); Ctrl-C at any other time exits at once, as usual.
+/// Ctrl-C during long work (generating text, writing a model file) stops that work cleanly:
+/// generation ends and the command finishes normally (timings, next chat prompt); a model
+/// file being written is abandoned with its temporary file removed. At any other time Ctrl-C
+/// exits at once, as usual.
 enum Interrupt {
     static let requested = Atomic<Bool>(false)
     static let generating = Atomic<Bool>(false)
@@ -17,8 +19,8 @@ enum Interrupt {
         }
     }
 
-    /// Runs `body` as a generation that Ctrl-C may stop; `body` receives the "keep going" check.
-    static func generation<T>(_ body: (() -> Bool) throws -> T) rethrows -> T {
+    /// Runs `body` as work that Ctrl-C may stop; `body` receives the "keep going" check.
+    static func stoppable<T>(_ body: (() -> Bool) throws -> T) rethrows -> T {
         requested.store(false, ordering: .relaxed)
         generating.store(true, ordering: .relaxed)
         defer { generating.store(false, ordering: .relaxed) }

@@ -29,8 +29,11 @@ struct Quantize: ParsableCommand {
         guard let recipe = GGUFExport.Recipe.named(type) else {
             throw ValidationError("type must be one of \(GGUFExport.Recipe.all.map(\.name).joined(separator: ", "))")
         }
+        Interrupt.install()
         let m = try Model(path: input, tokenizerPath: tokenizer)
-        try GGUFExport.write(m, to: output, recipe: recipe, progress: tensorProgress("quantizing to \(recipe.name)"))
+        try Interrupt.stoppable { keepGoing in
+            try GGUFExport.write(m, to: output, recipe: recipe, progress: tensorProgress("quantizing to \(recipe.name)"), shouldContinue: keepGoing)
+        }
         let size = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         note(String(format: "\nwrote %@ (%.1f MiB)", output, Double(size) / 1048576))
     }

@@ -28,7 +28,7 @@ struct Run: ParsableCommand {
         if let eos = m.tokenizer.eosID { options.stopTokens = [eos] }
         Interrupt.install()
         emit(text)
-        let result = try Interrupt.generation { keepGoing in
+        let result = try Interrupt.stoppable { keepGoing in
             try generator.generate(prompt: ids, options: options) { emit($0); return keepGoing() }
         }
         emit("\n")

@@ -101,3 +101,21 @@ final class ConvertTests: XCTestCase {
         }
     }
 }
+
+/// Stopping a write (Ctrl-C) leaves neither the destination nor a temporary file.
+final class CancelledWriteTests: XCTestCase {
+    func testStoppedWriteLeavesNothing() throws {
+        let dir = NSTemporaryDirectory() + "llama-cancel-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let model = try Model(path: try SharedData.path("reference/ref-mha-512/hf"))
+        var asked = 0
+        XCTAssertThrowsError(try GGUFExport.write(model, to: dir + "/out.gguf", type: .f16, shouldContinue: {
+            asked += 1
+            return asked < 3
+        })) { error in
+            XCTAssertEqual(error as? LlamaError, .cancelled(what: "writing \(dir)/out.gguf"))
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), [])
+    }
+}

@@ -49,15 +49,19 @@ public enum GGUFExport {
 
     /// Writes with one type for every matrix (`type` must be one of the recipes' base types).
     public static func write(_ model: Model, to path: String, type: TensorType,
-                             progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws {
+                             progress: (_ done: Int, _ total: Int) -> Void = { _, _ in },
+                             shouldContinue: () -> Bool = { true }) throws {
         guard let recipe = Recipe.uniform(type) else {
             throw LlamaError.invalidArgument("cannot write \(type) (supported: \(Recipe.all.map(\.name).joined(separator: ", ")))")
         }
-        try write(model, to: path, recipe: recipe, progress: progress)
+        try write(model, to: path, recipe: recipe, progress: progress, shouldContinue: shouldContinue)
     }
 
+    /// Writes `model` to `path` with `recipe`'s types; `shouldContinue` is asked between tensors
+    /// (Ctrl-C), and stopping leaves no file behind.
     public static func write(_ model: Model, to path: String, recipe: Recipe,
-                             progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws {
+                             progress: (_ done: Int, _ total: Int) -> Void = { _, _ in },
+                             shouldContinue: () -> Bool = { true }) throws {
         let fileType = recipe.fileType
         let c = model.config
         if c.ropeLayout == .halves && c.ropeDim != c.headDim {
@@ -123,7 +127,7 @@ public enum GGUFExport {
             matrix(p + "ffn_up.weight", l.w3, role: "ffn_up", layer: i)
             matrix(p + "ffn_down.weight", l.w2, role: "ffn_down", layer: i)
         }
-        try GGUFWriter.stream(metadata: metadata, tensors: tensors, to: path, progress: progress)
+        try GGUFWriter.stream(metadata: metadata, tensors: tensors, to: path, progress: progress, shouldContinue: shouldContinue)
     }
 
     /// Row of a Hugging Face (rotate-half) q/k matrix that becomes row `r` in Meta's layout:

@@ -131,8 +131,11 @@ extension GGUFWriter {
     }
 
     /// Writes metadata and tensors to `path` atomically, producing one tensor at a time.
+    /// `shouldContinue` is asked between tensors; when it says no, the temporary file is removed,
+    /// `path` is left as it was, and `LlamaError.cancelled` is thrown.
     public static func stream(metadata: [(String, GGUFValue)], tensors: [StreamedTensor], to path: String,
-                              progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws {
+                              progress: (_ done: Int, _ total: Int) -> Void = { _, _ in },
+                              shouldContinue: () -> Bool = { true }) throws {
         var header = GGUFWriter()
         header.metadata = metadata
         header.tensors = tensors.map { Tensor(name: $0.name, dims: $0.dims, type: $0.type, data: []) }
@@ -145,6 +148,7 @@ extension GGUFWriter {
             try handle.write(contentsOf: prefix)
             var written = prefix.count
             for (i, t) in tensors.enumerated() {
+                guard shouldContinue() else { throw LlamaError.cancelled(what: "writing \(path)") }
                 var bytes: [UInt8] = []
                 bytes.reserveCapacity(t.byteCount + header.alignment)
                 while (written + bytes.count) % header.alignment != 0 { bytes.append(0) }
@@ -160,7 +164,7 @@ extension GGUFWriter {
         } catch {
             try? handle.close()
             unlink(tmp)
-            throw LlamaError.cannotWrite(file: path, reason: "\(error)")
+            throw (error as? LlamaError) ?? LlamaError.cannotWrite(file: path, reason: "\(error)")
         }
         guard rename(tmp, path) == 0 else {
             let reason = String(cString: strerror(errno))

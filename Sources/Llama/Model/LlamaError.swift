@@ -21,6 +21,7 @@ public enum LlamaError: Error, CustomStringConvertible, Equatable {
     case invalidToken(Int, vocabSize: Int)
     case invalidArgument(String)
     case download(String)
+    case cancelled(what: String)
 
     public var description: String {
         switch self {
@@ -50,6 +51,7 @@ public enum LlamaError: Error, CustomStringConvertible, Equatable {
         case .invalidToken(let t, let v): "token id \(t) is outside the vocabulary (0..<\(v))"
         case .invalidArgument(let s): s
         case .download(let s): "download failed: \(s)"
+        case .cancelled(let what): "interrupted: \(what) (nothing was written)"
         }
     }
 }
