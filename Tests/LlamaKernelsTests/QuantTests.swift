@@ -120,3 +120,32 @@ final class QuantizeTests: XCTestCase {
         }
     }
 }
+
+/// The batched path (prompts: 4-row tiles × several inputs) gives what the one-input path gives,
+/// for every format, including inputs that do not fill a tile and rows that do not fill one.
+final class BatchedMatmulTests: XCTestCase {
+    func testBatchEqualsOneInputAtATime() throws {
+        for c in try QuantTests.cases() {
+            let type = c.tensorType
+            let bytes = c.bytes
+            let batch = 6
+            var inputs = [Float]()
+            for b in 0..<batch { inputs += c.x.map { $0 * Float(b + 1) * (b % 2 == 0 ? 1 : -0.5) } }
+            var batched = [Float](repeating: 0, count: batch * c.rows)
+            var single = [Float](repeating: 0, count: c.rows)
+            bytes.withUnsafeBytes { raw in
+                let m = Matrix(type: type, rows: c.rows, cols: c.cols, data: raw.baseAddress!)
+                batched.withUnsafeMutableBufferPointer { out in
+                    matmul([Product(m, out.baseAddress!)], inputs, batch: batch)
+                }
+                for b in 0..<batch {
+                    inputs.withUnsafeBufferPointer { matvec(m, $0.baseAddress! + b * c.cols, &single) }
+                    for r in 0..<c.rows {
+                        XCTAssertEqual(batched[b * c.rows + r], single[r], accuracy: 1e-4 * max(1, abs(single[r])),
+                                       "\(c.type) input \(b) row \(r)")
+                    }
+                }
+            }
+        }
+    }
+}
