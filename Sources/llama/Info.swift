@@ -14,10 +14,6 @@ struct Info: ParsableCommand {
         let m = try model.load()
         let c = m.config
         let w = m.weights
-        var types: [String: Int] = [:]
-        for l in w.layers { for x in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { types[x.type.description, default: 0] += 1 } }
-        types["\(w.tokenEmbedding.type) (token embedding)", default: 0] += 1
-        if !w.tiedEmbeddings { types["\(w.output.type) (output)", default: 0] += 1 }
         let lines = [
             ("name", m.name),
             ("path", m.path),
@@ -32,7 +28,8 @@ struct Info: ParsableCommand {
             ("rope", "theta \(c.ropeTheta), \(c.ropeDim) dims, \(c.ropeLayout.rawValue) pairs"),
             ("rms eps", "\(c.rmsNormEps)"),
             ("embeddings", w.tiedEmbeddings ? "tied" : "untied"),
-            ("matrix types", types.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", ")),
+            ("matrix types", w.matrixTypeCounts.map { "\($0.type) ×\($0.count)" }.joined(separator: ", ")
+                + " (token embedding \(w.tokenEmbedding.type)\(w.tiedEmbeddings ? ", tied" : ", output \(w.output.type)"))"),
             ("weights read per token", String(format: "%.1f MB", Double(w.bytesPerToken) / 1e6)),
             ("tokenizer", "\(type(of: m.tokenizer)), \(m.tokenizer.vocabSize) tokens, BOS \(m.tokenizer.bosID.map(String.init) ?? "none"), EOS \(m.tokenizer.eosID.map(String.init) ?? "none")"),
             ("chat format", ChatFormat.detect(template: m.chatTemplate, tokenizer: m.tokenizer).rawValue),

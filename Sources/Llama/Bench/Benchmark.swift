@@ -64,7 +64,7 @@ public struct Benchmark {
     public func matvecBandwidth(repetitions: Int = 5) -> [(TensorType, Double)] {
         var groups: [TensorType: [Matrix]] = [:]
         for l in weights.layers {
-            for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { groups[m.type, default: []].append(m) }
+            for m in l.matrices { groups[m.type, default: []].append(m) }
         }
         groups[weights.output.type, default: []].append(weights.output)
         let x = [Float](repeating: 0.5, count: max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim))

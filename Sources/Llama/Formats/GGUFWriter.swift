@@ -107,7 +107,8 @@ public struct GGUFWriter {
     }
 
     public func write(to path: String) throws {
-        try writeAtomically(serialize(), to: path)
+        let bytes = serialize()
+        try writeFileAtomically(path) { try $0.write(contentsOf: bytes) }
     }
 }
 
@@ -140,11 +141,7 @@ extension GGUFWriter {
         header.metadata = metadata
         header.tensors = tensors.map { Tensor(name: $0.name, dims: $0.dims, type: $0.type, data: []) }
         let prefix = header.headerBytes(sizes: tensors.map(\.byteCount))
-        let tmp = path + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
-        guard FileManager.default.createFile(atPath: tmp, contents: nil), let handle = FileHandle(forWritingAtPath: tmp) else {
-            throw LlamaError.cannotWrite(file: tmp, reason: "cannot create")
-        }
-        do {
+        try writeFileAtomically(path) { handle in
             try handle.write(contentsOf: prefix)
             var written = prefix.count
             for (i, t) in tensors.enumerated() {
@@ -159,39 +156,28 @@ extension GGUFWriter {
                 written += bytes.count
                 progress(i + 1, tensors.count)
             }
-            try handle.synchronize()
-            try handle.close()
-        } catch {
-            try? handle.close()
-            unlink(tmp)
-            throw (error as? LlamaError) ?? LlamaError.cannotWrite(file: path, reason: "\(error)")
-        }
-        guard rename(tmp, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(tmp)
-            throw LlamaError.cannotWrite(file: path, reason: reason)
         }
     }
 }
 
-/// Writes `bytes` to `path` so that readers see either the old file or the whole new one:
-/// temporary file in the same directory, fsync, rename.
-public func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+/// Creates `path` so that readers see either the old file or the whole new one: `body` writes
+/// a temporary file in the same directory, which is flushed to disk and renamed over `path`.
+/// If `body` throws, the temporary file is removed and `path` is untouched.
+func writeFileAtomically(_ path: String, _ body: (FileHandle) throws -> Void) throws {
     let tmp = path + ".tmp-\(ProcessInfo.processInfo.processIdentifier)"
-    let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    guard fd >= 0 else { throw LlamaError.cannotWrite(file: tmp, reason: "\(String(cString: strerror(errno)))") }
-    var ok = true
-    bytes.withUnsafeBytes { raw in
-        var done = 0
-        while done < raw.count {
-            let n = Foundation.write(fd, raw.baseAddress! + done, raw.count - done)
-            if n <= 0 { ok = false; return }
-            done += n
-        }
+    guard FileManager.default.createFile(atPath: tmp, contents: nil), let handle = FileHandle(forWritingAtPath: tmp) else {
+        throw LlamaError.cannotWrite(file: tmp, reason: "cannot create")
     }
-    ok = ok && fsync(fd) == 0
-    close(fd)
-    guard ok, rename(tmp, path) == 0 else {
+    do {
+        try body(handle)
+        try handle.synchronize()
+        try handle.close()
+    } catch {
+        try? handle.close()
+        unlink(tmp)
+        throw (error as? LlamaError) ?? LlamaError.cannotWrite(file: path, reason: "\(error)")
+    }
+    guard rename(tmp, path) == 0 else {
         let reason = String(cString: strerror(errno))
         unlink(tmp)
         throw LlamaError.cannotWrite(file: path, reason: reason)

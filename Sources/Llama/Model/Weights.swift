@@ -20,6 +20,9 @@ public struct LayerWeights: Sendable {
     public var w2: Matrix
     /// (hiddenDim, dim) up projection, W3 (`up_proj`)
     public var w3: Matrix
+
+    /// The seven projection matrices, in checkpoint order.
+    public var matrices: [Matrix] { [wq, wk, wv, wo, w1, w2, w3] }
 }
 
 /// The parameters of a model in memory: the one type every file format loads into.
@@ -57,7 +60,7 @@ public final class Weights: @unchecked Sendable {
         if !tiedEmbeddings { n += output.rows * output.cols }
         for l in layers {
             n += l.attentionNorm.count + l.ffnNorm.count
-            for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { n += m.rows * m.cols }
+            for m in l.matrices { n += m.rows * m.cols }
         }
         return n
     }
@@ -67,24 +70,31 @@ public final class Weights: @unchecked Sendable {
         var n = tokenEmbedding.byteCount + (tiedEmbeddings ? 0 : output.byteCount) + norm.count * 4
         for l in layers {
             n += (l.attentionNorm.count + l.ffnNorm.count) * 4
-            for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { n += m.byteCount }
+            for m in l.matrices { n += m.byteCount }
         }
         return n
     }
 
+    /// How many matrices of each format the model has (embeddings and output included), most
+    /// common first.
+    public var matrixTypeCounts: [(type: TensorType, count: Int)] {
+        var counts: [TensorType: Int] = [:]
+        for l in layers { for m in l.matrices { counts[m.type, default: 0] += 1 } }
+        counts[tokenEmbedding.type, default: 0] += 1
+        if !tiedEmbeddings { counts[output.type, default: 0] += 1 }
+        return counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key.rawValue < $1.key.rawValue }
+            .map { (type: $0.key, count: $0.value) }
+    }
+
     /// The matrix formats, most common first, e.g. "Q4_1 + Q8_0".
     public var matrixTypeSummary: String {
-        var counts: [String: Int] = [:]
-        for l in layers { for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { counts[m.type.description, default: 0] += 1 } }
-        counts[tokenEmbedding.type.description, default: 0] += 1
-        if !tiedEmbeddings { counts[output.type.description, default: 0] += 1 }
-        return counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map(\.key).joined(separator: " + ")
+        matrixTypeCounts.map(\.type.description).joined(separator: " + ")
     }
 
     /// Bytes of weights read to produce one token (every matrix once, one embedding row).
     public var bytesPerToken: Int {
         var n = output.byteCount + tokenEmbedding.rowBytes
-        for l in layers { for m in [l.wq, l.wk, l.wv, l.wo, l.w1, l.w2, l.w3] { n += m.byteCount } }
+        for l in layers { for m in l.matrices { n += m.byteCount } }
         return n
     }
 
