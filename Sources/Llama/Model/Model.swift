@@ -30,13 +30,17 @@ public final class Model: @unchecked Sendable {
             tokenizer = try explicitTokenizer ?? TokenizerLoader.load(gguf: gguf)
             template = gguf.string("tokenizer.chat_template")
             name = gguf.string("general.name") ?? name
-            for key in gguf.keys where !key.hasPrefix("tokenizer.ggml.") || !(gguf.metadata[key]?.array != nil) {
-                if key == "tokenizer.chat_template" { continue }
-                metadata.append((key, gguf.metadata[key]!.description))
+            // File order, the chat template left out, vocabulary arrays summarised and listed last.
+            var vocabularyArrays: [(String, String)] = []
+            for key in gguf.keys where key != "tokenizer.chat_template" {
+                let value = gguf.metadata[key]!
+                if key.hasPrefix("tokenizer.ggml."), let items = value.array {
+                    vocabularyArrays.append((key, "[\(items.count) items]"))
+                } else {
+                    metadata.append((key, value.description))
+                }
             }
-            for key in gguf.keys where key.hasPrefix("tokenizer.ggml.") && gguf.metadata[key]?.array != nil {
-                metadata.append((key, "[\(gguf.metadata[key]!.array!.count) items]"))
-            }
+            metadata += vocabularyArrays
         case .huggingFace:
             let (w, hf) = try HFDirectory.loadWeights(directory: path)
             weights = w
