@@ -7,22 +7,34 @@ public struct Matrix: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
     public let data: UnsafeRawPointer
+    /// Bytes of one row in the file format.
     public let rowBytes: Int
+    public let layout: MatrixLayout
 
-    public init(type: TensorType, rows: Int, cols: Int, data: UnsafeRawPointer) {
+    public init(type: TensorType, rows: Int, cols: Int, data: UnsafeRawPointer, layout: MatrixLayout = .rowMajor) {
         precondition(cols % type.blockSize == 0, "row length \(cols) is not a whole number of \(type) blocks")
         self.type = type
         self.rows = rows
         self.cols = cols
         self.data = data
         self.rowBytes = cols / type.blockSize * type.blockBytes
+        self.layout = layout
     }
 
+    /// Bytes of the matrix in the file format (what a product reads, give or take the few
+    /// bytes an interleaved layout adds).
     public var byteCount: Int { rows * rowBytes }
 
     /// Decodes row `r` into `dst` (`cols` floats).
     public func row(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
-        dequantizeRow(type, data + r * rowBytes, dst, cols)
+        if layout == .rowMajor {
+            dequantizeRow(type, data + r * rowBytes, dst, cols)
+        } else {
+            withUnsafeTemporaryAllocation(byteCount: rowBytes, alignment: 64) { buffer in
+                fileRow(r, into: buffer.baseAddress!)
+                dequantizeRow(type, UnsafeRawPointer(buffer.baseAddress!), dst, cols)
+            }
+        }
     }
 }
 
@@ -63,8 +75,9 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
     // Tasks are (product index, first row) with `chunk` rows each. Decoding gives each thread a
     // few long contiguous ranges (each core's prefetcher follows one stream further); batches
     // use short ranges, whose weight tiles are reused by every input row.
+    // Chunks are whole 8-row groups (interleaved matrices need it, the 4-row tiles allow it).
     let chunk = batch == 1
-        ? max(rowsPerChunk, (first.rows / (4 * pool.threadCount) + 3) / 4 * 4)
+        ? max(rowsPerChunk, (first.rows / (4 * pool.threadCount) + 7) / 8 * 8)
         : rowsPerChunk
     var tasks: [(Int, Int)] = []
     var work = 0
@@ -88,6 +101,10 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
                 let (i, start) = tasks[t]
                 let p = products[i], w = p.matrix
                 let end = min(start + chunk, w.rows)
+                if case .interleaved8(let groupBytes) = w.layout {
+                    interleavedProduct(w, groupBytes: groupBytes, rows: start..<end, xq, p.output, p.outputStride)
+                    return
+                }
                 var r = start
                 while r + 4 <= end && batch > 1 {
                     for b in 0..<batch {
@@ -106,6 +123,7 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
         return
     }
     #endif
+    precondition(products.allSatisfy { $0.matrix.layout == .rowMajor }, "interleaved matrices need the integer kernels")
     let xin = SendablePointer(UnsafeMutablePointer(mutating: x))
     let tiled = [.f32, .f16, .bf16].contains(first.type)
     run { t in

@@ -12,10 +12,12 @@ public struct Q8Activations {
     public let d: UnsafeMutablePointer<Float>
     /// (count / 32) d × Σq of each block, for formats with an offset (Q4_1, Q4_K)
     public let s: UnsafeMutablePointer<Float>
+    /// (count / 32) Σq of each block, exact
+    public let sums: UnsafeMutablePointer<Int32>
     public let count: Int
 
     /// Bytes of scratch needed for `count` activations.
-    public static func byteCount(_ count: Int) -> Int { count + count / 32 * 8 + 64 }
+    public static func byteCount(_ count: Int) -> Int { count + count / 32 * 12 + 64 }
 
     /// Carves the arrays out of `buffer` (at least `byteCount(count)` bytes, 32-aligned).
     public init(buffer: UnsafeMutableRawPointer, count: Int) {
@@ -24,6 +26,7 @@ public struct Q8Activations {
         let scales = buffer + (count + 31) / 32 * 32
         d = scales.assumingMemoryBound(to: Float.self)
         s = (scales + count / 32 * 4).assumingMemoryBound(to: Float.self)
+        sums = (scales + count / 32 * 8).assumingMemoryBound(to: Int32.self)
     }
 
     /// Quantizes `x` (count floats, count a multiple of 32): d = max|x| / 127, q = round(x / d)
@@ -37,6 +40,7 @@ public struct Q8Activations {
             #endif
             d[b] = Float(Float16(scale))
             s[b] = Float(Float16(Float(sum) * scale))
+            sums[b] = Int32(sum)
         }
     }
 }

@@ -31,16 +31,17 @@ final class DefaultModelTests: XCTestCase {
         options.sampling = .greedy
         options.maxTokens = 32
         options.stopTokens = format.stopTokens(model.tokenizer)
-        let system = ChatFormat.defaultSystemPrompt(template: model.chatTemplate)
+        // No system prompt: with the template's default one the first answer token is a near
+        // tie (llama.cpp: 24.91 for "L" against 24.56 for "The"), which rounding order decides.
         var history = [ChatMessage(.user, "What is the capital of France?")]
         var streamed = ""
-        let first = try generator.generate(prompt: try format.render(history, tokenizer: model.tokenizer, defaultSystem: system),
+        let first = try generator.generate(prompt: try format.render(history, tokenizer: model.tokenizer),
                                            options: options) { streamed += $0; return true }
         XCTAssertEqual(first.text, "The capital of France is Paris.")
         XCTAssertEqual(streamed, first.text)
         XCTAssertEqual(first.finishReason, .stop)
         history += [ChatMessage(.assistant, first.text), ChatMessage(.user, "And of Italy?")]
-        let second = try generator.generate(prompt: try format.render(history, tokenizer: model.tokenizer, defaultSystem: system),
+        let second = try generator.generate(prompt: try format.render(history, tokenizer: model.tokenizer),
                                             options: options)
         // Only the new turn is computed: the earlier conversation is still in the cache.
         XCTAssertLessThan(second.promptTokensEvaluated, second.promptTokens / 2)

@@ -1,4 +1,10 @@
+import Foundation
 import LlamaKernels
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// One transformer block's parameters. Matrices are `[out, in]`, as in PyTorch.
 public struct LayerWeights: Sendable {
@@ -27,32 +33,74 @@ public struct LayerWeights: Sendable {
 
 /// The parameters of a model in memory: the one type every file format loads into.
 /// Large matrices point into memory owned by `storage` (usually memory-mapped files), in
-/// whatever format the file stores them; nothing here knows which file that was.
+/// whatever format the file stores them; nothing here knows which file that was. Formats with
+/// interleaved kernels (Q4_0, Q4_K on AVX2 builds) are repacked into 8-row groups at load
+/// (LlamaKernels/Interleaved.swift), and the file's pages they came from are released.
 public final class Weights: @unchecked Sendable {
     public let config: ModelConfig
     /// (vocabSize, dim)
-    public let tokenEmbedding: Matrix
-    public let layers: [LayerWeights]
+    public private(set) var tokenEmbedding: Matrix
+    public private(set) var layers: [LayerWeights]
     /// (dim) final RMSNorm
     public let norm: [Float]
-    /// (vocabSize, dim); the same memory as `tokenEmbedding` when the embeddings are tied.
-    public let output: Matrix
+    /// (vocabSize, dim); the same matrix as `tokenEmbedding` when the embeddings are tied.
+    public private(set) var output: Matrix
+    public let tiedEmbeddings: Bool
     /// Keeps the memory behind the matrices alive.
-    private let storage: [AnyObject]
+    private var storage: [AnyObject]
 
+    /// `repack`: interleave the matrices that have faster kernels in that layout (default on;
+    /// the environment variable `LLAMA_SWIFT_REPACK=0` turns it off, to compare).
     public init(config: ModelConfig, tokenEmbedding: Matrix, layers: [LayerWeights], norm: [Float], output: Matrix?,
-                storage: [AnyObject], source: String) throws {
+                storage: [AnyObject], source: String, repack: Bool = Weights.repackByDefault) throws {
         try config.validate(source: source)
         self.config = config
         self.tokenEmbedding = tokenEmbedding
         self.layers = layers
         self.norm = norm
         self.output = output ?? tokenEmbedding
+        self.tiedEmbeddings = output.map { $0.data == tokenEmbedding.data } ?? true
         self.storage = storage
         try checkShapes(source: source)
+        if repack { repackForKernels() }
     }
 
-    public var tiedEmbeddings: Bool { output.data == tokenEmbedding.data }
+    public static var repackByDefault: Bool {
+        ProcessInfo.processInfo.environment["LLAMA_SWIFT_REPACK"] != "0"
+    }
+
+    /// Replaces each matrix that has an interleaved layout by its interleaved copy. An untied
+    /// token embedding keeps the file layout (only single rows are read from it); tied
+    /// embeddings become the interleaved output matrix, whose rows decode as well.
+    private func repackForKernels() {
+        func repacked(_ m: Matrix) -> Matrix {
+            guard let (packed, buffer) = m.interleaved() else { return m }
+            storage.append(buffer)
+            releasePages(of: m)
+            return packed
+        }
+        for i in layers.indices {
+            var l = layers[i]
+            l.wq = repacked(l.wq); l.wk = repacked(l.wk); l.wv = repacked(l.wv); l.wo = repacked(l.wo)
+            l.w1 = repacked(l.w1); l.w2 = repacked(l.w2); l.w3 = repacked(l.w3)
+            layers[i] = l
+        }
+        output = repacked(output)
+        if tiedEmbeddings { tokenEmbedding = output }
+    }
+
+    /// Tells the kernel that a mapped matrix's pages will not be read again, so the copy does
+    /// not count twice in resident memory. Only for memory-mapped files (never heap memory).
+    private func releasePages(of m: Matrix) {
+        for case let file as MappedFile in storage {
+            let start = Int(bitPattern: m.data), end = start + m.byteCount
+            let base = Int(bitPattern: file.base)
+            guard start >= base, end <= base + file.size else { continue }
+            let page = Int(getpagesize())
+            let first = (start + page - 1) / page * page, last = end / page * page
+            if last > first { madvise(UnsafeMutableRawPointer(bitPattern: first), last - first, MADV_DONTNEED) }
+        }
+    }
 
     /// Parameters counted as a checkpoint counts them (tied embeddings once).
     public var parameterCount: Int {

@@ -1,0 +1,425 @@
+// Weights repacked at load time for the integer kernels: groups of 8 rows whose blocks are
+// interleaved, so one 32-byte load holds 4 bytes of each of the 8 rows and one `maddubs`
+// against a broadcast group of activations advances all 8 dot products. Per 32 weights this
+// is about a third of the instructions of the one-row kernels in QuantizedDot.swift, which
+// spend most of their time on per-block bookkeeping (sign tricks, converting and scaling
+// each block's sum). The same idea as llama.cpp's "repack" buffers (block_q4_0x8,
+// block_q4_Kx8); the layouts here are our own.
+//
+// Q8_0, group of 8 rows, per block b (272 bytes, the same as 8 × 34):
+//   [8 × Float16 d][256 bytes: chunk c (0..<8) × row r (0..<8) × 4 bytes], chunk c of row r
+//   being elements 4c..<4c+4.
+//
+// Q4_0, group of 8 rows, per block b (144 bytes, the same as 8 × 18):
+//   [8 × Float16 d][128 bytes: chunk c (0..<4) × row r (0..<8) × 4 bytes]
+//   chunk c of row r holds bytes 4c..<4c+4 of that row's 16 bytes of nibbles, so its low
+//   nibbles are elements 4c..<4c+4 and its high nibbles elements 16+4c..<16+4c+4.
+//   Nibbles stay unsigned (0...15); the kernels subtract 8·Σx per block instead.
+//
+// Q4_1, group of 8 rows, per block b (160 bytes, the same as 8 × 20):
+//   [8 × Float16 d][8 × Float16 m][128 bytes laid out as Q4_0's].
+//
+// Q4_K, group of 8 rows, per super-block (1,184 bytes; 8 × 144 plus 32 for unpacked scales):
+//   [8 × Float16 d][8 × Float16 dmin][64 bytes scales: sub-block j × row r]
+//   [64 bytes mins: sub-block j × row r][1,024 bytes: pair p (0..<4) × chunk c (0..<8) × row r × 4 bytes]
+//   chunk c of pair p of row r holds bytes 32p+4c..<32p+4c+4 of the row's 128 bytes of nibbles:
+//   low nibbles are elements 64p+4c..<+4 (sub-block 2p), high nibbles 64p+32+4c..<+4 (2p+1).
+
+/// How a matrix's rows are laid out in memory.
+public enum MatrixLayout: Sendable, Equatable {
+    /// Row after row, `rowBytes` each, as files store them.
+    case rowMajor
+    /// Groups of 8 rows with interleaved blocks (Interleaved.swift), `groupBytes` per group.
+    case interleaved8(groupBytes: Int)
+}
+
+/// Memory owned by an interleaved copy of a matrix.
+public final class KernelBuffer: @unchecked Sendable {
+    public let pointer: UnsafeMutableRawPointer
+    public let byteCount: Int
+
+    init(byteCount: Int) {
+        self.byteCount = byteCount
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+    }
+
+    deinit { pointer.deallocate() }
+}
+
+extension TensorType {
+    /// Bytes of one interleaved group of 8 rows of `cols` elements, for the types that have
+    /// interleaved kernels on this build (nil for the others).
+    func interleavedGroupBytes(cols: Int) -> Int? {
+        #if LLAMA_AVX2
+        switch self {
+        case .q8_0: return cols / 32 * 272
+        case .q4_0: return cols / 32 * 144
+        case .q4_1: return cols / 32 * 160
+        case .q4_K: return cols / 256 * 1184
+        default: return nil
+        }
+        #else
+        return nil
+        #endif
+    }
+}
+
+extension Matrix {
+    /// A copy of this matrix in the interleaved layout the integer kernels read fastest, and the
+    /// buffer that owns it; nil when this build has no interleaved kernels for the type or the
+    /// row count is not a multiple of 8. `pool` spreads the copying over its threads.
+    public func interleaved(pool: ThreadPool = .shared) -> (matrix: Matrix, buffer: KernelBuffer)? {
+        guard layout == .rowMajor, rows % 8 == 0, let groupBytes = type.interleavedGroupBytes(cols: cols) else { return nil }
+        let buffer = KernelBuffer(byteCount: rows / 8 * groupBytes)
+        let source = self, out = SendablePointer(buffer.pointer.assumingMemoryBound(to: UInt8.self))
+        pool.parallelFor(rows / 8) { g in
+            let dst = UnsafeMutableRawPointer(out.pointer) + g * groupBytes
+            let src = source.data + g * 8 * source.rowBytes
+            switch source.type {
+            case .q8_0: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 8)
+            case .q4_0: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4)
+            case .q4_1: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4, halves: 2)
+            case .q4_K: interleaveQ4_K(src, source.rowBytes, dst, superBlocks: source.cols / 256)
+            default: preconditionFailure()
+            }
+        }
+        return (Matrix(type: type, rows: rows, cols: cols, data: UnsafeRawPointer(buffer.pointer),
+                       layout: .interleaved8(groupBytes: groupBytes)), buffer)
+    }
+
+    /// Row `r` in its file layout (`rowBytes` bytes), rebuilt from the interleaved groups.
+    func fileRow(_ r: Int, into dst: UnsafeMutableRawPointer) {
+        guard case .interleaved8(let groupBytes) = layout else {
+            dst.copyMemory(from: data + r * rowBytes, byteCount: rowBytes)
+            return
+        }
+        let group = data + r / 8 * groupBytes, lane = r % 8
+        switch type {
+        case .q8_0, .q4_0, .q4_1:
+            let blockBytes = type.blockBytes, halves = type == .q4_1 ? 2 : 1, chunks = (blockBytes - 2 * halves) / 4
+            for b in 0..<(cols / 32) {
+                let src = group + b * 8 * blockBytes, out = dst + b * blockBytes
+                for h in 0..<halves { (out + 2 * h).copyMemory(from: src + 16 * h + 2 * lane, byteCount: 2) }
+                for c in 0..<chunks {
+                    (out + 2 * halves + 4 * c).copyMemory(from: src + 16 * halves + 32 * c + 4 * lane, byteCount: 4)
+                }
+            }
+        case .q4_K:
+            for sb in 0..<(cols / 256) {
+                let src = group + sb * 1184, out = dst + sb * 144
+                out.copyMemory(from: src + 2 * lane, byteCount: 2)
+                (out + 2).copyMemory(from: src + 16 + 2 * lane, byteCount: 2)
+                let sc = (0..<8).map { src.load(fromByteOffset: 32 + 8 * $0 + lane, as: UInt8.self) }
+                let mn = (0..<8).map { src.load(fromByteOffset: 96 + 8 * $0 + lane, as: UInt8.self) }
+                for j in 0..<4 {
+                    out.storeBytes(of: sc[j] | (sc[j + 4] >> 4) << 6, toByteOffset: 4 + j, as: UInt8.self)
+                    out.storeBytes(of: mn[j] | (mn[j + 4] >> 4) << 6, toByteOffset: 8 + j, as: UInt8.self)
+                    out.storeBytes(of: (sc[j + 4] & 15) | (mn[j + 4] & 15) << 4, toByteOffset: 12 + j, as: UInt8.self)
+                }
+                for p in 0..<4 {
+                    for c in 0..<8 {
+                        (out + 16 + 32 * p + 4 * c).copyMemory(from: src + 160 + 256 * p + 32 * c + 4 * lane, byteCount: 4)
+                    }
+                }
+            }
+        default:
+            preconditionFailure("no interleaved layout for \(type)")
+        }
+    }
+}
+
+/// The 32-element block formats: `halves` leading Float16 values per block (d; Q4_1: d, m),
+/// then `chunks` chunks of 4 bytes (Q8_0: 8, Q4_0 and Q4_1: 4).
+private func interleaveBlocks(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: UnsafeMutableRawPointer, blocks: Int,
+                              chunks: Int, halves: Int = 1) {
+    let blockBytes = 2 * halves + 4 * chunks
+    for b in 0..<blocks {
+        let out = dst + b * 8 * blockBytes
+        for r in 0..<8 {
+            let block = src + r * rowBytes + b * blockBytes
+            for h in 0..<halves { (out + 16 * h + 2 * r).copyMemory(from: block + 2 * h, byteCount: 2) }
+            for c in 0..<chunks {
+                (out + 16 * halves + 32 * c + 4 * r).copyMemory(from: block + 2 * halves + 4 * c, byteCount: 4)
+            }
+        }
+    }
+}
+
+private func interleaveQ4_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: UnsafeMutableRawPointer, superBlocks: Int) {
+    for sb in 0..<superBlocks {
+        let out = dst + sb * 1184
+        for r in 0..<8 {
+            let block = src + r * rowBytes + sb * 144
+            (out + 2 * r).copyMemory(from: block, byteCount: 2)
+            (out + 16 + 2 * r).copyMemory(from: block + 2, byteCount: 2)
+            let (sc, mn) = q4KScales(block + 4)
+            for j in 0..<8 {
+                out.storeBytes(of: sc[j], toByteOffset: 32 + 8 * j + r, as: UInt8.self)
+                out.storeBytes(of: mn[j], toByteOffset: 96 + 8 * j + r, as: UInt8.self)
+            }
+            for p in 0..<4 {
+                for c in 0..<8 {
+                    (out + 160 + 256 * p + 32 * c + 4 * r).copyMemory(from: block + 16 + 32 * p + 4 * c, byteCount: 4)
+                }
+            }
+        }
+    }
+}
+
+#if LLAMA_AVX2
+import _Builtin_intrinsics.intel
+
+@inline(__always) private func load32(_ p: UnsafeRawPointer) -> __m256i { p.loadUnaligned(as: __m256i.self) }
+
+/// Four activation bytes repeated in every 32-bit lane.
+@inline(__always) private func broadcast4(_ p: UnsafeRawPointer) -> __m256i {
+    _mm256_set1_epi32(p.loadUnaligned(as: Int32.self))
+}
+
+/// 8 Float16 values → 8 floats (F16C).
+@inline(__always) private func halves8(_ p: UnsafeRawPointer) -> __m256 {
+    _mm256_cvtph_ps(p.loadUnaligned(as: __m128i.self))
+}
+
+/// 8 unsigned bytes → 8 floats.
+@inline(__always) private func bytes8(_ p: UnsafeRawPointer) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p.assumingMemoryBound(to: __m128i.self))))
+}
+
+/// 8 rows of Q8_0 · one quantized input. maddubs needs one unsigned operand: |w| times x
+/// with w's sign (ggml's trick); two such products fill an int16, so each chunk widens to int32.
+@inline(__always)
+func gemvQ8_0x8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
+    let ones = _mm256_set1_epi16(1)
+    var acc = _mm256_setzero_ps()
+    for b in 0..<(x.count / 32) {
+        let block = group + b * 272, xq = UnsafeRawPointer(x.q + b * 32)
+        var s = _mm256_setzero_si256()
+        for c in 0..<8 {
+            let v = load32(block + 16 + 32 * c)
+            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(broadcast4(xq + 4 * c), v))
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones))
+        }
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(halves8(block), _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(s), acc)
+    }
+    return acc
+}
+
+/// 8 rows of Q8_0 · 4 quantized inputs.
+@inline(__always)
+func gemm4Q8_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
+                 _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
+    let ones = _mm256_set1_epi16(1)
+    var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    for b in 0..<(x0.count / 32) {
+        let block = group + b * 272, o = b * 32
+        let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
+        let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
+        var s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0
+        for c in 0..<8 {
+            let v = load32(block + 16 + 32 * c)
+            let a = _mm256_abs_epi8(v)
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(broadcast4(p0 + 4 * c), v)), ones))
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(broadcast4(p1 + 4 * c), v)), ones))
+            s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(broadcast4(p2 + 4 * c), v)), ones))
+            s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(broadcast4(p3 + 4 * c), v)), ones))
+        }
+        let d = halves8(block)
+        a0 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x0.d[b])), _mm256_cvtepi32_ps(s0), a0)
+        a1 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x1.d[b])), _mm256_cvtepi32_ps(s1), a1)
+        a2 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x2.d[b])), _mm256_cvtepi32_ps(s2), a2)
+        a3 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x3.d[b])), _mm256_cvtepi32_ps(s3), a3)
+    }
+    return (a0, a1, a2, a3)
+}
+
+/// Σ q·x over one Q4_0 block of 8 interleaved rows (q unsigned), as 8 int32 lanes, one per row.
+@inline(__always)
+private func q4_0BlockSums(_ qs: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mask: __m256i) -> __m256i {
+    var s = _mm256_setzero_si256()
+    for c in 0..<4 {
+        let v = load32(qs + 32 * c)
+        // Each int16 lane sums 8 products of at most 15 × 127: no saturation.
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_and_si256(v, mask), broadcast4(xq + 4 * c)))
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), broadcast4(xq + 16 + 4 * c)))
+    }
+    return _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+}
+
+/// 8 rows of Q4_0 (one interleaved group) · one quantized input: the 8 dot products.
+@inline(__always)
+func gemvQ4_0x8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
+    let mask = _mm256_set1_epi8(0x0F)
+    var acc = _mm256_setzero_ps()
+    for b in 0..<(x.count / 32) {
+        let block = group + b * 144
+        // Σ(q − 8)·x = Σq·x − 8·Σx, exact in int32.
+        let sums = _mm256_sub_epi32(q4_0BlockSums(block + 16, x.q + b * 32, mask), _mm256_set1_epi32(8 * x.sums[b]))
+        let scales = _mm256_mul_ps(halves8(block), _mm256_set1_ps(x.d[b]))
+        acc = _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(sums), acc)
+    }
+    return acc
+}
+
+/// 8 rows of Q4_1 · one quantized input: d·dx·Σq·x + m·(dx·Σx) per block (ggml's q4_1·q8_1).
+@inline(__always)
+func gemvQ4_1x8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
+    let mask = _mm256_set1_epi8(0x0F)
+    var acc = _mm256_setzero_ps(), offsets = _mm256_setzero_ps()
+    for b in 0..<(x.count / 32) {
+        let block = group + b * 160
+        let sums = q4_0BlockSums(block + 32, x.q + b * 32, mask)
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(halves8(block), _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(sums), acc)
+        offsets = _mm256_fmadd_ps(halves8(block + 16), _mm256_set1_ps(x.s[b]), offsets)
+    }
+    return _mm256_add_ps(acc, offsets)
+}
+
+/// 8 rows of Q4_0 (or Q4_1) · 4 quantized inputs: each weight byte is unpacked once for all four.
+@inline(__always)
+func gemm4Q4_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
+                 _ x3: Q8Activations, q4_1: Bool = false) -> (__m256, __m256, __m256, __m256) {
+    let mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1)
+    let blockBytes = q4_1 ? 160 : 144, qsOffset = q4_1 ? 32 : 16
+    var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    for b in 0..<(x0.count / 32) {
+        let block = group + b * blockBytes
+        let o = b * 32
+        let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
+        let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
+        var s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0
+        for c in 0..<4 {
+            let v = load32(block + qsOffset + 32 * c)
+            let lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)
+            s0 = _mm256_add_epi16(s0, _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(p0 + 4 * c)), _mm256_maddubs_epi16(hi, broadcast4(p0 + 16 + 4 * c))))
+            s1 = _mm256_add_epi16(s1, _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(p1 + 4 * c)), _mm256_maddubs_epi16(hi, broadcast4(p1 + 16 + 4 * c))))
+            s2 = _mm256_add_epi16(s2, _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(p2 + 4 * c)), _mm256_maddubs_epi16(hi, broadcast4(p2 + 16 + 4 * c))))
+            s3 = _mm256_add_epi16(s3, _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(p3 + 4 * c)), _mm256_maddubs_epi16(hi, broadcast4(p3 + 16 + 4 * c))))
+        }
+        let d = halves8(block)
+        @inline(__always) func finish(_ s: __m256i, _ x: Q8Activations, _ acc: inout __m256) {
+            if q4_1 {
+                // Q4_1: q unsigned, plus the block offset m·(dx·Σx).
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones)), acc)
+                acc = _mm256_fmadd_ps(halves8(block + 16), _mm256_set1_ps(x.s[b]), acc)
+            } else {
+                let sums = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(8 * x.sums[b]))
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(sums), acc)
+            }
+        }
+        finish(s0, x0, &a0); finish(s1, x1, &a1); finish(s2, x2, &a2); finish(s3, x3, &a3)
+    }
+    return (a0, a1, a2, a3)
+}
+
+/// Σ q·x of the two sub-blocks of pair `p` of a Q4_K super-block of 8 interleaved rows, as
+/// int16 pairs (each lane at most 8 × 2 × 15 × 127).
+@inline(__always)
+private func q4_KPairSums(_ qs: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mask: __m256i) -> (__m256i, __m256i) {
+    var lo16 = _mm256_setzero_si256(), hi16 = lo16
+    for c in 0..<8 {
+        let v = load32(qs + 32 * c)
+        lo16 = _mm256_add_epi16(lo16, _mm256_maddubs_epi16(_mm256_and_si256(v, mask), broadcast4(xq + 4 * c)))
+        hi16 = _mm256_add_epi16(hi16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), broadcast4(xq + 32 + 4 * c)))
+    }
+    return (lo16, hi16)
+}
+
+/// 8 rows of Q4_K · one quantized input. Per sub-block j of 32: d·sc_j·dx_j·Σq·x, minus the
+/// offsets dmin·m_j·(dx_j·Σx_j) (as the one-row kernel computes them).
+@inline(__always)
+func gemvQ4_Kx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
+    let mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1)
+    var acc = _mm256_setzero_ps(), offsets = _mm256_setzero_ps()
+    for sb in 0..<(x.count / 256) {
+        let block = group + sb * 1184
+        let d = halves8(block), dmin = halves8(block + 16)
+        for p in 0..<4 {
+            let (lo16, hi16) = q4_KPairSums(block + 160 + 256 * p, x.q + sb * 256 + 64 * p, mask)
+            for h in 0..<2 {
+                let j = 2 * p + h, xb = sb * 8 + j
+                let scale = _mm256_mul_ps(_mm256_mul_ps(d, bytes8(block + 32 + 8 * j)), _mm256_set1_ps(x.d[xb]))
+                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(_mm256_madd_epi16(h == 0 ? lo16 : hi16, ones)), acc)
+                offsets = _mm256_fmadd_ps(_mm256_mul_ps(dmin, bytes8(block + 96 + 8 * j)), _mm256_set1_ps(x.s[xb]), offsets)
+            }
+        }
+    }
+    return _mm256_sub_ps(acc, offsets)
+}
+
+/// 8 rows of Q4_K · 4 quantized inputs.
+@inline(__always)
+func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
+                 _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
+    let mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1)
+    var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    for sb in 0..<(x0.count / 256) {
+        let block = group + sb * 1184
+        let d = halves8(block), dmin = halves8(block + 16)
+        for p in 0..<4 {
+            let qs = block + 160 + 256 * p, o = sb * 256 + 64 * p
+            let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
+            let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
+            var l0 = _mm256_setzero_si256(), l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0, h3 = l0
+            for c in 0..<8 {
+                let v = load32(qs + 32 * c)
+                let lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)
+                l0 = _mm256_add_epi16(l0, _mm256_maddubs_epi16(lo, broadcast4(p0 + 4 * c)))
+                h0 = _mm256_add_epi16(h0, _mm256_maddubs_epi16(hi, broadcast4(p0 + 32 + 4 * c)))
+                l1 = _mm256_add_epi16(l1, _mm256_maddubs_epi16(lo, broadcast4(p1 + 4 * c)))
+                h1 = _mm256_add_epi16(h1, _mm256_maddubs_epi16(hi, broadcast4(p1 + 32 + 4 * c)))
+                l2 = _mm256_add_epi16(l2, _mm256_maddubs_epi16(lo, broadcast4(p2 + 4 * c)))
+                h2 = _mm256_add_epi16(h2, _mm256_maddubs_epi16(hi, broadcast4(p2 + 32 + 4 * c)))
+                l3 = _mm256_add_epi16(l3, _mm256_maddubs_epi16(lo, broadcast4(p3 + 4 * c)))
+                h3 = _mm256_add_epi16(h3, _mm256_maddubs_epi16(hi, broadcast4(p3 + 32 + 4 * c)))
+            }
+            for h in 0..<2 {
+                let j = 2 * p + h, xb = sb * 8 + j
+                let dsc = _mm256_mul_ps(d, bytes8(block + 32 + 8 * j)), dmn = _mm256_mul_ps(dmin, bytes8(block + 96 + 8 * j))
+                @inline(__always) func finish(_ s: __m256i, _ x: Q8Activations, _ acc: inout __m256) {
+                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones))
+                    acc = _mm256_fmadd_ps(_mm256_mul_ps(dsc, _mm256_set1_ps(x.d[xb])), sums, acc)
+                    acc = _mm256_fnmadd_ps(dmn, _mm256_set1_ps(x.s[xb]), acc)
+                }
+                finish(h == 0 ? l0 : h0, x0, &a0); finish(h == 0 ? l1 : h1, x1, &a1)
+                finish(h == 0 ? l2 : h2, x2, &a2); finish(h == 0 ? l3 : h3, x3, &a3)
+            }
+        }
+    }
+    return (a0, a1, a2, a3)
+}
+
+/// Rows `start..<end` (multiples of 8) of an interleaved matrix times every input.
+@inline(__always)
+func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: [Q8Activations],
+                        _ output: UnsafeMutablePointer<Float>, _ outputStride: Int) {
+    @inline(__always) func store(_ v: __m256, _ b: Int, _ r: Int) {
+        UnsafeMutableRawPointer(output + b * outputStride + r).storeBytes(of: v, as: __m256.self)
+    }
+    let batch = xq.count
+    for r in stride(from: rows.lowerBound, to: rows.upperBound, by: 8) {
+        let group = w.data + r / 8 * groupBytes
+        var b = 0
+        while b + 4 <= batch {
+            let v = switch w.type {
+            case .q8_0: gemm4Q8_0x8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
+            case .q4_0: gemm4Q4_0x8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
+            case .q4_1: gemm4Q4_0x8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3], q4_1: true)
+            default: gemm4Q4_Kx8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
+            }
+            store(v.0, b, r); store(v.1, b + 1, r); store(v.2, b + 2, r); store(v.3, b + 3, r)
+            b += 4
+        }
+        while b < batch {
+            let v = switch w.type {
+            case .q8_0: gemvQ8_0x8(group, xq[b])
+            case .q4_0: gemvQ4_0x8(group, xq[b])
+            case .q4_1: gemvQ4_1x8(group, xq[b])
+            default: gemvQ4_Kx8(group, xq[b])
+            }
+            store(v, b, r)
+            b += 1
+        }
+    }
+}
+#endif
