@@ -7,6 +7,10 @@
 //   Q4_0: { half d; uint8 qs[16] }           x[i] = d * ((qs[i] & 15) - 8),  x[i+16] = d * ((qs[i] >> 4) - 8)
 //   Q4_1: { half d; half m; uint8 qs[16] }   x[i] = d * (qs[i] & 15) + m,    x[i+16] = d * (qs[i] >> 4) + m
 
+#if LLAMA_AVX2
+import _Builtin_intrinsics.intel
+#endif
+
 /// Float16 → Float32 for every bit pattern (256 KiB), like ggml's `ggml_table_f32_f16`.
 /// Block scales are read through it: a scalar `Float16` load compiles to `vpinsrw`, which
 /// merges into whatever register is free, often a loop's accumulator, chaining every block to
@@ -22,6 +26,30 @@ nonisolated(unsafe) let halfTable: UnsafePointer<Float> = {
 @inline(__always)
 func loadHalf(_ table: UnsafePointer<Float>, _ p: UnsafeRawPointer, _ byteOffset: Int) -> Float {
     table[Int(p.loadUnaligned(fromByteOffset: byteOffset, as: UInt16.self))]
+}
+
+/// 8 Float16 values at `p + byteOffset` → 8 floats. With the AVX2 flags, one `vcvtph2ps`: the
+/// generic `SIMD8<Float>(SIMD8<Float16>)` conversion is sometimes left as an out-of-line call
+/// (measured: it made a GEMM loop 3× slower once inlined into a bigger function).
+@inline(__always)
+func halfs8(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
+    #if LLAMA_AVX2
+    unsafeBitCast(_mm256_cvtph_ps(p.loadUnaligned(fromByteOffset: byteOffset, as: __m128i.self)), to: SIMD8<Float>.self)
+    #else
+    SIMD8<Float>(p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<Float16>.self))
+    #endif
+}
+
+/// 8 bfloat16 values → 8 floats (the high halves of the float bit patterns).
+@inline(__always)
+func bf16x8(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
+    #if LLAMA_AVX2
+    let wide = _mm256_cvtepu16_epi32(p.loadUnaligned(fromByteOffset: byteOffset, as: __m128i.self))
+    return unsafeBitCast(_mm256_slli_epi32(wide, 16), to: SIMD8<Float>.self)
+    #else
+    let bits = SIMD8<UInt32>(truncatingIfNeeded: p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<UInt16>.self)) &<< 16
+    return unsafeBitCast(bits, to: SIMD8<Float>.self)
+    #endif
 }
 
 @inline(__always)
@@ -65,8 +93,8 @@ func dotF16(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float
     var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
     var i = 0
     while i + 16 <= n {
-        a0.addProduct(SIMD8<Float>(w.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<Float16>.self)), loadF32x8(x + i))
-        a1.addProduct(SIMD8<Float>(w.loadUnaligned(fromByteOffset: i * 2 + 16, as: SIMD8<Float16>.self)), loadF32x8(x + i + 8))
+        a0.addProduct(halfs8(w, i * 2), loadF32x8(x + i))
+        a1.addProduct(halfs8(w, i * 2 + 16), loadF32x8(x + i + 8))
         i += 16
     }
     var s = (a0 + a1).sum()
@@ -82,8 +110,7 @@ func dotBF16(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Floa
     var a0 = SIMD8<Float>()
     var i = 0
     while i + 8 <= n {
-        let bits = SIMD8<UInt32>(truncatingIfNeeded: w.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<UInt16>.self)) &<< 16
-        a0.addProduct(unsafeBitCast(bits, to: SIMD8<Float>.self), loadF32x8(x + i))
+        a0.addProduct(bf16x8(w, i * 2), loadF32x8(x + i))
         i += 8
     }
     var s = a0.sum()
@@ -225,10 +252,8 @@ func dequantizeQ6_K(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>)
 @inline(__always)
 func loadWeights8(_ type: TensorType, _ w: UnsafeRawPointer, _ i: Int) -> SIMD8<Float> {
     switch type {
-    case .f16: return SIMD8<Float>(w.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<Float16>.self))
-    case .bf16:
-        let bits = SIMD8<UInt32>(truncatingIfNeeded: w.loadUnaligned(fromByteOffset: i * 2, as: SIMD8<UInt16>.self)) &<< 16
-        return unsafeBitCast(bits, to: SIMD8<Float>.self)
+    case .f16: return halfs8(w, i * 2)
+    case .bf16: return bf16x8(w, i * 2)
     default: return w.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
     }
 }
@@ -239,22 +264,34 @@ func loadWeights8(_ type: TensorType, _ w: UnsafeRawPointer, _ i: Int) -> SIMD8<
 @inline(__always)
 func dotTile2x4(_ type: TensorType, _ w0: UnsafeRawPointer, _ w1: UnsafeRawPointer,
                 _ x: UnsafePointer<Float>, _ xStride: Int, _ n: Int) -> SIMD8<Float> {
+    // One loop per format: a switch inside the loop is not hoisted (it cost a compare and a
+    // load from the stack per 8 FMAs).
+    switch type {
+    case .f16: tile2x4(.f16, w0, w1, x, xStride, n) { loadWeights8(.f16, $0, $1) }
+    case .bf16: tile2x4(.bf16, w0, w1, x, xStride, n) { loadWeights8(.bf16, $0, $1) }
+    default: tile2x4(.f32, w0, w1, x, xStride, n) { loadWeights8(.f32, $0, $1) }
+    }
+}
+
+@inline(__always)
+private func tile2x4(_ type: TensorType, _ w0: UnsafeRawPointer, _ w1: UnsafeRawPointer, _ x: UnsafePointer<Float>,
+                     _ xStride: Int, _ n: Int, _ load: (UnsafeRawPointer, Int) -> SIMD8<Float>) -> SIMD8<Float> {
     var a00 = SIMD8<Float>(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00
     let x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride
     var i = 0
     while i + 8 <= n {
-        let u = loadWeights8(type, w0, i), v = loadWeights8(type, w1, i)
+        let u = load(w0, i), v = load(w1, i)
         let y0 = loadF32x8(x0 + i), y1 = loadF32x8(x1 + i), y2 = loadF32x8(x2 + i), y3 = loadF32x8(x3 + i)
         a00.addProduct(u, y0); a01.addProduct(u, y1); a02.addProduct(u, y2); a03.addProduct(u, y3)
         a10.addProduct(v, y0); a11.addProduct(v, y1); a12.addProduct(v, y2); a13.addProduct(v, y3)
-        i += 8
+        i &+= 8
     }
     var out = SIMD8<Float>(a00.sum(), a01.sum(), a02.sum(), a03.sum(), a10.sum(), a11.sum(), a12.sum(), a13.sum())
     if i < n {
         // Tail shorter than one vector: finish with plain dot products of the remainder.
-        for (k, (row, j)) in [(w0, 0), (w0, 1), (w0, 2), (w0, 3), (w1, 0), (w1, 1), (w1, 2), (w1, 3)].enumerated() {
-            let elementBytes = type == .f32 ? 4 : 2
-            out[k] += dot(type, row + i * elementBytes, x + j * xStride + i, n - i)
+        let offset = i * (type == .f32 ? 4 : 2)
+        for k in 0..<8 {
+            out[k] += dot(type, (k < 4 ? w0 : w1) + offset, x + (k % 4) * xStride + i, n - i)
         }
     }
     return out
