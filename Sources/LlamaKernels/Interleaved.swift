@@ -25,6 +25,14 @@
 //   chunk c of pair p of row r holds bytes 32p+4c..<32p+4c+4 of the row's 128 bytes of nibbles:
 //   low nibbles are elements 64p+4c..<+4 (sub-block 2p), high nibbles 64p+32+4c..<+4 (2p+1).
 
+// Q6_K, group of 8 rows, per super-block (1,680 bytes, the same as 8 × 210), with u = q + 32
+// the unsigned 6-bit value of element e (ggml `dequantize_row_q6_K`):
+//   [8 × Float16 d][128 bytes int8 scales: sub-block s (of 16) × row r]
+//   [1,024 bytes low bits: group g (of 32) × chunk c (0..<4) × row r × 4 bytes; byte k holds the
+//    low 4 bits of u[32g+4c+k] (low nibble) and of u[32g+16+4c+k] (high nibble)]
+//   [512 bytes high bits: group g × chunk pair p (0..<2) × row r × 4 bytes; byte k holds the top
+//    2 bits of u[32g+8p+k], u[32g+16+8p+k], u[32g+8p+4+k], u[32g+16+8p+4+k], from bit 0 up]
+
 /// How a matrix's rows are laid out in memory.
 public enum MatrixLayout: Sendable, Equatable {
     /// Row after row, `rowBytes` each, as files store them.
@@ -56,6 +64,7 @@ extension TensorType {
         case .q4_0: return cols / 32 * 144
         case .q4_1: return cols / 32 * 160
         case .q4_K: return cols / 256 * 1184
+        case .q6_K: return cols / 256 * 1680
         default: return nil
         }
         #else
@@ -80,6 +89,7 @@ extension Matrix {
             case .q4_0: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4)
             case .q4_1: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4, halves: 2)
             case .q4_K: interleaveQ4_K(src, source.rowBytes, dst, superBlocks: source.cols / 256)
+            case .q6_K: interleaveQ6_K(src, source.rowBytes, dst, superBlocks: source.cols / 256)
             default: preconditionFailure()
             }
         }
@@ -122,6 +132,22 @@ extension Matrix {
                     }
                 }
             }
+        case .q6_K:
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { u in
+                for sb in 0..<(cols / 256) {
+                    let src = group + sb * 1680, out = dst + sb * 210
+                    for e in 0..<256 {
+                        let g = e / 32, i = e % 32, half = i / 16, j = i % 16, c = j / 4, k = j % 4
+                        let low = src.load(fromByteOffset: 144 + 128 * g + 32 * c + 4 * lane + k, as: UInt8.self) >> (4 * half) & 15
+                        let p = c / 2, shift = 2 * (half + 2 * (c % 2))
+                        let high = src.load(fromByteOffset: 1168 + 64 * g + 32 * p + 4 * lane + k, as: UInt8.self) >> shift & 3
+                        u[e] = low | high << 4
+                    }
+                    packQ6_K(u.baseAddress!, out)
+                    for s in 0..<16 { out.storeBytes(of: src.load(fromByteOffset: 16 + 8 * s + lane, as: UInt8.self), toByteOffset: 192 + s, as: UInt8.self) }
+                    (out + 208).copyMemory(from: src + 2 * lane, byteCount: 2)
+                }
+            }
         default:
             preconditionFailure("no interleaved layout for \(type)")
         }
@@ -160,6 +186,63 @@ private func interleaveQ4_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: Uns
             for p in 0..<4 {
                 for c in 0..<8 {
                     (out + 160 + 256 * p + 32 * c + 4 * r).copyMemory(from: block + 16 + 32 * p + 4 * c, byteCount: 4)
+                }
+            }
+        }
+    }
+}
+
+/// The unsigned 6-bit values u = q + 32 of a Q6_K block, in element order.
+private func unpackQ6_K(_ block: UnsafeRawPointer, _ u: UnsafeMutablePointer<UInt8>) {
+    let b = block.assumingMemoryBound(to: UInt8.self)
+    for half in 0..<2 {
+        let ql = b + half * 64, qh = b + 128 + half * 32, out = u + half * 128
+        for l in 0..<32 {
+            out[l] = ql[l] & 0xF | (qh[l] & 3) << 4
+            out[l + 32] = ql[l + 32] & 0xF | (qh[l] >> 2 & 3) << 4
+            out[l + 64] = ql[l] >> 4 | (qh[l] >> 4 & 3) << 4
+            out[l + 96] = ql[l + 32] >> 4 | (qh[l] >> 6 & 3) << 4
+        }
+    }
+}
+
+/// The inverse of `unpackQ6_K` for ql and qh (bytes 0..<192 of the block).
+private func packQ6_K(_ u: UnsafePointer<UInt8>, _ block: UnsafeMutableRawPointer) {
+    let b = block.assumingMemoryBound(to: UInt8.self)
+    for half in 0..<2 {
+        let ql = b + half * 64, qh = b + 128 + half * 32, v = u + half * 128
+        for l in 0..<32 {
+            ql[l] = v[l] & 0xF | (v[l + 64] & 0xF) << 4
+            ql[l + 32] = v[l + 32] & 0xF | (v[l + 96] & 0xF) << 4
+            qh[l] = v[l] >> 4 | (v[l + 32] >> 4) << 2 | (v[l + 64] >> 4) << 4 | (v[l + 96] >> 4) << 6
+        }
+    }
+}
+
+private func interleaveQ6_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: UnsafeMutableRawPointer, superBlocks: Int) {
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 256) { buffer in
+        let u = buffer.baseAddress!
+        for sb in 0..<superBlocks {
+            let out = dst + sb * 1680
+            for r in 0..<8 {
+                let block = src + r * rowBytes + sb * 210
+                (out + 2 * r).copyMemory(from: block + 208, byteCount: 2)
+                for s in 0..<16 { out.storeBytes(of: block.load(fromByteOffset: 192 + s, as: UInt8.self), toByteOffset: 16 + 8 * s + r, as: UInt8.self) }
+                unpackQ6_K(block, u)
+                for g in 0..<8 {
+                    for c in 0..<4 {
+                        for k in 0..<4 {
+                            let e = 32 * g + 4 * c + k
+                            out.storeBytes(of: u[e] & 15 | (u[e + 16] & 15) << 4, toByteOffset: 144 + 128 * g + 32 * c + 4 * r + k, as: UInt8.self)
+                        }
+                    }
+                    for p in 0..<2 {
+                        for k in 0..<4 {
+                            let e = 32 * g + 8 * p + k
+                            let bits = u[e] >> 4 | (u[e + 16] >> 4) << 2 | (u[e + 4] >> 4) << 4 | (u[e + 20] >> 4) << 6
+                            out.storeBytes(of: bits, toByteOffset: 1168 + 64 * g + 32 * p + 4 * r + k, as: UInt8.self)
+                        }
+                    }
                 }
             }
         }
@@ -389,6 +472,59 @@ func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
     return (a0, a1, a2, a3)
 }
 
+
+/// Σ u·x over the two halves (16 + 16 elements) of group `g` of a Q6_K super-block of 8
+/// interleaved rows, as int32 lanes (u < 64: two products fit an int16, so pairs of chunks
+/// are widened).
+@inline(__always)
+private func q6_KGroupSums(_ low: UnsafeRawPointer, _ high: UnsafeRawPointer, _ xq: UnsafeRawPointer) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), ones = _mm256_set1_epi16(1)
+    var lo32 = _mm256_setzero_si256(), hi32 = lo32
+    for p in 0..<2 {
+        let h = load32(high + 32 * p)
+        let v0 = load32(low + 64 * p), v1 = load32(low + 64 * p + 32)
+        // chunk 2p: high bits at 0-1 (first half) and 2-3 (second); chunk 2p+1: 4-5 and 6-7.
+        let l0 = _mm256_or_si256(_mm256_and_si256(v0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2))
+        let u0 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2))
+        let l1 = _mm256_or_si256(_mm256_and_si256(v1, m4), _mm256_and_si256(h, m2))
+        let u1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m2))
+        let c = 2 * p
+        let sl = _mm256_add_epi16(_mm256_maddubs_epi16(l0, broadcast4(xq + 4 * c)), _mm256_maddubs_epi16(l1, broadcast4(xq + 4 * c + 4)))
+        let sh = _mm256_add_epi16(_mm256_maddubs_epi16(u0, broadcast4(xq + 16 + 4 * c)), _mm256_maddubs_epi16(u1, broadcast4(xq + 20 + 4 * c)))
+        lo32 = _mm256_add_epi32(lo32, _mm256_madd_epi16(sl, ones))
+        hi32 = _mm256_add_epi32(hi32, _mm256_madd_epi16(sh, ones))
+    }
+    return (lo32, hi32)
+}
+
+/// One group's contribution: d·dx·(sc_lo·(Σu·x − 32·Σx_lo) + sc_hi·(Σu·x − 32·Σx_hi)).
+@inline(__always)
+private func q6_KFinish(_ block: UnsafeRawPointer, _ g: Int, _ sums: (__m256i, __m256i), _ x: Q8Activations,
+                        _ xb: Int, _ d: __m256, _ acc: inout __m256) {
+    let scLo = _mm256_cvtepi8_epi32(_mm_loadl_epi64((block + 16 + 16 * g).assumingMemoryBound(to: __m128i.self)))
+    let scHi = _mm256_cvtepi8_epi32(_mm_loadl_epi64((block + 24 + 16 * g).assumingMemoryBound(to: __m128i.self)))
+    let lo = _mm256_sub_epi32(sums.0, _mm256_set1_epi32(32 * x.halfSums[2 * xb]))
+    let hi = _mm256_sub_epi32(sums.1, _mm256_set1_epi32(32 * x.halfSums[2 * xb + 1]))
+    let t = _mm256_add_epi32(_mm256_mullo_epi32(scLo, lo), _mm256_mullo_epi32(scHi, hi))
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[xb])), _mm256_cvtepi32_ps(t), acc)
+}
+
+/// 8 rows of Q6_K · one quantized input.
+@inline(__always)
+func gemvQ6_Kx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
+    var acc = _mm256_setzero_ps()
+    for sb in 0..<(x.count / 256) {
+        let block = group + sb * 1680
+        let d = halves8(block)
+        for g in 0..<8 {
+            let xb = sb * 8 + g
+            let sums = q6_KGroupSums(block + 144 + 128 * g, block + 1168 + 64 * g, x.q + xb * 32)
+            q6_KFinish(block, g, sums, x, xb, d, &acc)
+        }
+    }
+    return acc
+}
+
 /// Rows `start..<end` (multiples of 8) of an interleaved matrix times every input.
 @inline(__always)
 func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: [Q8Activations],
@@ -405,6 +541,7 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: [Q
             case .q8_0: gemm4Q8_0x8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
             case .q4_0: gemm4Q4_0x8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
             case .q4_1: gemm4Q4_0x8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3], q4_1: true)
+            case .q6_K: (gemvQ6_Kx8(group, xq[b]), gemvQ6_Kx8(group, xq[b + 1]), gemvQ6_Kx8(group, xq[b + 2]), gemvQ6_Kx8(group, xq[b + 3]))
             default: gemm4Q4_Kx8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
             }
             store(v.0, b, r); store(v.1, b + 1, r); store(v.2, b + 2, r); store(v.3, b + 3, r)
@@ -415,6 +552,7 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: [Q
             case .q8_0: gemvQ8_0x8(group, xq[b])
             case .q4_0: gemvQ4_0x8(group, xq[b])
             case .q4_1: gemvQ4_1x8(group, xq[b])
+            case .q6_K: gemvQ6_Kx8(group, xq[b])
             default: gemvQ4_Kx8(group, xq[b])
             }
             store(v, b, r)
