@@ -337,7 +337,7 @@ func gemvQ4_0x8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
     for b in 0..<(x.count / 32) {
         let block = group + b * 144
         // Σ(q − 8)·x = Σq·x − 8·Σx, exact in int32.
-        let sums = _mm256_sub_epi32(q4_0BlockSums(block + 16, x.q + b * 32, mask), _mm256_set1_epi32(8 * x.sums[b]))
+        let sums = _mm256_sub_epi32(q4_0BlockSums(block + 16, x.q + b * 32, mask), _mm256_set1_epi32(8 * x.blockSum(b)))
         let scales = _mm256_mul_ps(halves8(block), _mm256_set1_ps(x.d[b]))
         acc = _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(sums), acc)
     }
@@ -386,7 +386,7 @@ func gemm4Q4_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
                 acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones)), acc)
                 acc = _mm256_fmadd_ps(halves8(block + 16), _mm256_set1_ps(x.s[b]), acc)
             } else {
-                let sums = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(8 * x.sums[b]))
+                let sums = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(8 * x.blockSum(b)))
                 acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(sums), acc)
             }
         }

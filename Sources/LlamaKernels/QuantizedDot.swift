@@ -12,14 +12,12 @@ public struct Q8Activations {
     public let d: UnsafeMutablePointer<Float>
     /// (count / 32) d × Σq of each block, for formats with an offset (Q4_1, Q4_K)
     public let s: UnsafeMutablePointer<Float>
-    /// (count / 32) Σq of each block, exact
-    public let sums: UnsafeMutablePointer<Int32>
-    /// (count / 16) Σq of each half block (Q6_K's sub-blocks of 16)
+    /// (count / 16) Σq of each half block (16 values), exact: Q6_K's sub-blocks are 16 long
     public let halfSums: UnsafeMutablePointer<Int32>
     public let count: Int
 
     /// Bytes of scratch needed for `count` activations.
-    public static func byteCount(_ count: Int) -> Int { count + count / 32 * 20 + 64 }
+    public static func byteCount(_ count: Int) -> Int { count + count / 32 * 16 + 64 }
 
     /// Carves the arrays out of `buffer` (at least `byteCount(count)` bytes, 32-aligned).
     public init(buffer: UnsafeMutableRawPointer, count: Int) {
@@ -28,8 +26,7 @@ public struct Q8Activations {
         let scales = buffer + (count + 31) / 32 * 32
         d = scales.assumingMemoryBound(to: Float.self)
         s = (scales + count / 32 * 4).assumingMemoryBound(to: Float.self)
-        sums = (scales + count / 32 * 8).assumingMemoryBound(to: Int32.self)
-        halfSums = (scales + count / 32 * 12).assumingMemoryBound(to: Int32.self)
+        halfSums = (scales + count / 32 * 8).assumingMemoryBound(to: Int32.self)
     }
 
     /// Quantizes `x` (count floats, count a multiple of 32): d = max|x| / 127, q = round(x / d)
@@ -43,13 +40,16 @@ public struct Q8Activations {
             #endif
             d[b] = Float(Float16(scale))
             s[b] = Float(Float16(Float(sum) * scale))
-            sums[b] = Int32(sum)
             var first: Int32 = 0
             for i in 0..<16 { first &+= Int32(q[b * 32 + i]) }
             halfSums[2 * b] = first
             halfSums[2 * b + 1] = Int32(sum) - first
         }
     }
+
+    /// Σq of block `b` (32 values), exact.
+    @inline(__always)
+    public func blockSum(_ b: Int) -> Int32 { halfSums[2 * b] &+ halfSums[2 * b + 1] }
 }
 
 /// One block of 32: returns the scale and Σq.
