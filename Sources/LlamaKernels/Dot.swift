@@ -258,43 +258,49 @@ func loadWeights8(_ type: TensorType, _ w: UnsafeRawPointer, _ i: Int) -> SIMD8<
     }
 }
 
-/// Two rows of a float-format matrix (F32, F16, BF16) times four input vectors: each weight
-/// vector is loaded and converted once and used four times (the register tile of a GEMM).
-/// Returns the 8 dot products, rows major: [r0·x0, r0·x1, r0·x2, r0·x3, r1·x0, …].
+/// Three rows of a float-format matrix (F32, F16, BF16, rows `rowBytes` apart) times three
+/// input vectors: each weight vector is converted once and used three times, each input vector
+/// loaded once and used three times (9 accumulators + 6 operands: 15 of the 16 ymm registers).
+/// Writes `out[j * outStride + i] = row_i · x_j`.
 @inline(__always)
-func dotTile2x4(_ type: TensorType, _ w0: UnsafeRawPointer, _ w1: UnsafeRawPointer,
-                _ x: UnsafePointer<Float>, _ xStride: Int, _ n: Int) -> SIMD8<Float> {
-    // One loop per format: a switch inside the loop is not hoisted (it cost a compare and a
-    // load from the stack per 8 FMAs).
+func dotTile3x3(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int, _ x: UnsafePointer<Float>, _ xStride: Int,
+                _ n: Int, _ out: UnsafeMutablePointer<Float>, _ outStride: Int) {
     switch type {
-    case .f16: tile2x4(.f16, w0, w1, x, xStride, n) { loadWeights8(.f16, $0, $1) }
-    case .bf16: tile2x4(.bf16, w0, w1, x, xStride, n) { loadWeights8(.bf16, $0, $1) }
-    default: tile2x4(.f32, w0, w1, x, xStride, n) { loadWeights8(.f32, $0, $1) }
+    case .f16: tile3x3(.f16, w, rowBytes, x, xStride, n, out, outStride) { loadWeights8(.f16, $0, $1) }
+    case .bf16: tile3x3(.bf16, w, rowBytes, x, xStride, n, out, outStride) { loadWeights8(.bf16, $0, $1) }
+    default: tile3x3(.f32, w, rowBytes, x, xStride, n, out, outStride) { loadWeights8(.f32, $0, $1) }
     }
 }
 
 @inline(__always)
-private func tile2x4(_ type: TensorType, _ w0: UnsafeRawPointer, _ w1: UnsafeRawPointer, _ x: UnsafePointer<Float>,
-                     _ xStride: Int, _ n: Int, _ load: (UnsafeRawPointer, Int) -> SIMD8<Float>) -> SIMD8<Float> {
-    var a00 = SIMD8<Float>(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00
-    let x0 = x, x1 = x + xStride, x2 = x + 2 * xStride, x3 = x + 3 * xStride
+private func tile3x3(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int, _ x: UnsafePointer<Float>, _ xStride: Int,
+                     _ n: Int, _ out: UnsafeMutablePointer<Float>, _ outStride: Int,
+                     _ load: (UnsafeRawPointer, Int) -> SIMD8<Float>) {
+    var a00 = SIMD8<Float>(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00
+    var a20 = a00, a21 = a00, a22 = a00
+    let w0 = w, w1 = w + rowBytes, w2 = w + 2 * rowBytes
+    let x0 = x, x1 = x + xStride, x2 = x + 2 * xStride
     var i = 0
     while i + 8 <= n {
-        let u = load(w0, i), v = load(w1, i)
-        let y0 = loadF32x8(x0 + i), y1 = loadF32x8(x1 + i), y2 = loadF32x8(x2 + i), y3 = loadF32x8(x3 + i)
-        a00.addProduct(u, y0); a01.addProduct(u, y1); a02.addProduct(u, y2); a03.addProduct(u, y3)
-        a10.addProduct(v, y0); a11.addProduct(v, y1); a12.addProduct(v, y2); a13.addProduct(v, y3)
+        let y0 = loadF32x8(x0 + i), y1 = loadF32x8(x1 + i), y2 = loadF32x8(x2 + i)
+        let u0 = load(w0, i), u1 = load(w1, i), u2 = load(w2, i)
+        a00.addProduct(u0, y0); a01.addProduct(u0, y1); a02.addProduct(u0, y2)
+        a10.addProduct(u1, y0); a11.addProduct(u1, y1); a12.addProduct(u1, y2)
+        a20.addProduct(u2, y0); a21.addProduct(u2, y1); a22.addProduct(u2, y2)
         i &+= 8
     }
-    var out = SIMD8<Float>(a00.sum(), a01.sum(), a02.sum(), a03.sum(), a10.sum(), a11.sum(), a12.sum(), a13.sum())
+    out[0] = a00.sum(); out[outStride] = a01.sum(); out[2 * outStride] = a02.sum()
+    out[1] = a10.sum(); out[outStride + 1] = a11.sum(); out[2 * outStride + 1] = a12.sum()
+    out[2] = a20.sum(); out[outStride + 2] = a21.sum(); out[2 * outStride + 2] = a22.sum()
     if i < n {
         // Tail shorter than one vector: finish with plain dot products of the remainder.
         let offset = i * (type == .f32 ? 4 : 2)
-        for k in 0..<8 {
-            out[k] += dot(type, (k < 4 ? w0 : w1) + offset, x + (k % 4) * xStride + i, n - i)
+        for r in 0..<3 {
+            for j in 0..<3 {
+                out[j * outStride + r] += dot(type, w + r * rowBytes + offset, x + j * xStride + i, n - i)
+            }
         }
     }
-    return out
 }
 
 /// Dot product of row `w` (stored as `type`, `n` elements) with `x`.

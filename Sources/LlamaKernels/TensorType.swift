@@ -74,6 +74,9 @@ public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         }
     }
 
+    /// F32, F16 and BF16: one number per element, no blocks or scales.
+    public var isFloat: Bool { self == .f32 || self == .f16 || self == .bf16 }
+
     /// Bytes of one row of `count` elements; nil when `count` is not a whole number of blocks.
     public func rowBytes(_ count: Int) -> Int? {
         guard count % blockSize == 0 else { return nil }

@@ -121,29 +121,59 @@ final class QuantizeTests: XCTestCase {
     }
 }
 
-/// The batched path (prompts: 4-row tiles × several inputs) gives what the one-input path gives,
-/// for every format, including inputs that do not fill a tile and rows that do not fill one.
+/// The batched path (prompts: 4-row integer tiles, 3×3 float tiles × several inputs) gives what
+/// the one-input path gives, for every format, including inputs that do not fill a tile and rows
+/// that do not fill one.
 final class BatchedMatmulTests: XCTestCase {
     func testBatchEqualsOneInputAtATime() throws {
         for c in try QuantTests.cases() {
-            let type = c.tensorType
-            let bytes = c.bytes
-            let batch = 6
-            var inputs = [Float]()
-            for b in 0..<batch { inputs += c.x.map { $0 * Float(b + 1) * (b % 2 == 0 ? 1 : -0.5) } }
-            var batched = [Float](repeating: 0, count: batch * c.rows)
-            var single = [Float](repeating: 0, count: c.rows)
-            bytes.withUnsafeBytes { raw in
-                let m = Matrix(type: type, rows: c.rows, cols: c.cols, data: raw.baseAddress!)
-                batched.withUnsafeMutableBufferPointer { out in
-                    matmul([Product(m, out.baseAddress!)], inputs, batch: batch)
-                }
-                for b in 0..<batch {
-                    inputs.withUnsafeBufferPointer { matvec(m, $0.baseAddress! + b * c.cols, &single) }
-                    for r in 0..<c.rows {
-                        XCTAssertEqual(batched[b * c.rows + r], single[r], accuracy: 1e-4 * max(1, abs(single[r])),
-                                       "\(c.type) input \(b) row \(r)")
-                    }
+            for batch in [2, 6, 7] {
+                try check(c, batch: batch)
+            }
+        }
+    }
+
+    /// Float rows whose length is not a multiple of the 8-lane vector take the tiles' tail path.
+    func testFloatTilesWithRaggedRows() {
+        let rows = 7, cols = 37, batch = 5
+        var state: UInt64 = 12345
+        func next() -> Float {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(Int(state >> 40) % 2001 - 1000) / 1000
+        }
+        let weights = (0..<rows * cols).map { _ in next() }
+        let inputs = (0..<batch * cols).map { _ in next() }
+        var out = [Float](repeating: 0, count: batch * rows)
+        weights.withUnsafeBytes { raw in
+            let m = Matrix(type: .f32, rows: rows, cols: cols, data: raw.baseAddress!)
+            out.withUnsafeMutableBufferPointer { matmul([Product(m, $0.baseAddress!)], inputs, batch: batch) }
+        }
+        for b in 0..<batch {
+            for r in 0..<rows {
+                var expected = 0.0
+                for k in 0..<cols { expected += Double(weights[r * cols + k]) * Double(inputs[b * cols + k]) }
+                XCTAssertEqual(Double(out[b * rows + r]), expected, accuracy: 1e-5, "input \(b) row \(r)")
+            }
+        }
+    }
+
+    private func check(_ c: QuantTests.Case, batch: Int) throws {
+        let type = c.tensorType
+        let bytes = c.bytes
+        var inputs = [Float]()
+        for b in 0..<batch { inputs += c.x.map { $0 * Float(b + 1) * (b % 2 == 0 ? 1 : -0.5) } }
+        var batched = [Float](repeating: 0, count: batch * c.rows)
+        var single = [Float](repeating: 0, count: c.rows)
+        bytes.withUnsafeBytes { raw in
+            let m = Matrix(type: type, rows: c.rows, cols: c.cols, data: raw.baseAddress!)
+            batched.withUnsafeMutableBufferPointer { out in
+                matmul([Product(m, out.baseAddress!)], inputs, batch: batch)
+            }
+            for b in 0..<batch {
+                inputs.withUnsafeBufferPointer { matvec(m, $0.baseAddress! + b * c.cols, &single) }
+                for r in 0..<c.rows {
+                    XCTAssertEqual(batched[b * c.rows + r], single[r], accuracy: 1e-4 * max(1, abs(single[r])),
+                                   "\(c.type) batch \(batch) input \(b) row \(r)")
                 }
             }
         }
