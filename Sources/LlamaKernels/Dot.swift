@@ -281,6 +281,19 @@ private func tile3x3(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int,
     let w0 = w, w1 = w + rowBytes, w2 = w + 2 * rowBytes
     let x0 = x, x1 = x + xStride, x2 = x + 2 * xStride
     var i = 0
+    while i + 16 <= n {
+        var y0 = loadF32x8(x0 + i), y1 = loadF32x8(x1 + i), y2 = loadF32x8(x2 + i)
+        var u0 = load(w0, i), u1 = load(w1, i), u2 = load(w2, i)
+        a00.addProduct(u0, y0); a01.addProduct(u0, y1); a02.addProduct(u0, y2)
+        a10.addProduct(u1, y0); a11.addProduct(u1, y1); a12.addProduct(u1, y2)
+        a20.addProduct(u2, y0); a21.addProduct(u2, y1); a22.addProduct(u2, y2)
+        y0 = loadF32x8(x0 + i + 8); y1 = loadF32x8(x1 + i + 8); y2 = loadF32x8(x2 + i + 8)
+        u0 = load(w0, i + 8); u1 = load(w1, i + 8); u2 = load(w2, i + 8)
+        a00.addProduct(u0, y0); a01.addProduct(u0, y1); a02.addProduct(u0, y2)
+        a10.addProduct(u1, y0); a11.addProduct(u1, y1); a12.addProduct(u1, y2)
+        a20.addProduct(u2, y0); a21.addProduct(u2, y1); a22.addProduct(u2, y2)
+        i &+= 16
+    }
     while i + 8 <= n {
         let y0 = loadF32x8(x0 + i), y1 = loadF32x8(x1 + i), y2 = loadF32x8(x2 + i)
         let u0 = load(w0, i), u1 = load(w1, i), u2 = load(w2, i)
