@@ -1,0 +1,434 @@
+import Foundation
+import LlamaKernels
+
+/// The forward and backward pass of the Llama architecture over a batch of sequences, for
+/// training: loss and gradients of every parameter.
+///
+/// Written as paired forward/backward functions per operation (llm.c's way) rather than a tape:
+/// the architecture is fixed, so the order of the backward pass is known, every activation the
+/// backward pass needs has a named buffer allocated once, and each backward function sits next
+/// to the forward one it differentiates. Attention keeps only each row's log-sum-exp and
+/// recomputes its probabilities in the backward pass (FlashAttention's trick, SPEC.md §3): no
+/// score matrix is ever stored, and one head's row is the most that exists at a time.
+///
+/// Matrices are `[out, in]` like PyTorch's; products go through the inference kernels
+/// (`matmul`), with transposed copies where the backward pass reduces along the other axis.
+public final class BackpropModel: @unchecked Sendable {
+    public let parameters: TrainableParameters
+    /// Sequences per batch and tokens per sequence.
+    public let batchSize: Int
+    public let sequenceLength: Int
+    public let pool: ThreadPool
+    var config: ModelConfig { parameters.config }
+    var layout: ParameterLayout { parameters.layout }
+    var rows: Int { batchSize * sequenceLength }
+
+    /// What one layer's backward pass reads, saved by its forward pass.
+    struct LayerActivations {
+        let input: FloatBuffer        // (n, dim) residual stream entering the layer
+        let norm1: FloatBuffer        // (n, dim) RMSNorm(input)
+        let rstd1: FloatBuffer        // (n) 1 / rms of each input row
+        let q: FloatBuffer            // (n, queryDim) after RoPE
+        let k: FloatBuffer            // (n, kvDim) after RoPE
+        let v: FloatBuffer            // (n, kvDim)
+        let lse: FloatBuffer          // (batch, heads, T) log-sum-exp of each attention row
+        let attention: FloatBuffer    // (n, queryDim) attention output before W_o
+        let middle: FloatBuffer       // (n, dim) residual stream after attention
+        let norm2: FloatBuffer        // (n, dim)
+        let rstd2: FloatBuffer        // (n)
+        let gate: FloatBuffer         // (n, hidden) W1 x
+        let up: FloatBuffer           // (n, hidden) W3 x
+        let act: FloatBuffer          // (n, hidden) silu(gate) * up
+    }
+    private let layers: [LayerActivations]
+    private let final: FloatBuffer       // (n, dim) residual stream after the last layer
+    private let finalNorm: FloatBuffer   // (n, dim)
+    private let finalRstd: FloatBuffer   // (n)
+    private let logits: FloatBuffer      // (n, vocab), then d loss / d logits
+    private let cos: [Float], sin: [Float]  // (T, ropeDim / 2)
+
+    // Backward-pass scratch.
+    private let dx: FloatBuffer, dNorm: FloatBuffer, dMiddle: FloatBuffer
+    private let dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer, dAttention: FloatBuffer
+    private let dGate: FloatBuffer, dUp: FloatBuffer, dAct: FloatBuffer
+    private let transposedWeight: FloatBuffer, transposedInput: FloatBuffer, transposedGradient: FloatBuffer
+    private let weightGradient: FloatBuffer, inputGradient: FloatBuffer
+
+    public init(parameters: TrainableParameters, batchSize: Int, sequenceLength: Int, pool: ThreadPool = .shared) {
+        self.parameters = parameters
+        self.batchSize = batchSize
+        self.sequenceLength = sequenceLength
+        self.pool = pool
+        let c = parameters.config
+        let n = batchSize * sequenceLength
+        func buffer(_ count: Int) -> FloatBuffer { FloatBuffer(count: count) }
+        layers = (0..<c.layerCount).map { _ in
+            LayerActivations(input: buffer(n * c.dim), norm1: buffer(n * c.dim), rstd1: buffer(n),
+                             q: buffer(n * c.queryDim), k: buffer(n * c.kvDim), v: buffer(n * c.kvDim),
+                             lse: buffer(n * c.headCount), attention: buffer(n * c.queryDim),
+                             middle: buffer(n * c.dim), norm2: buffer(n * c.dim), rstd2: buffer(n),
+                             gate: buffer(n * c.hiddenDim), up: buffer(n * c.hiddenDim), act: buffer(n * c.hiddenDim))
+        }
+        final = buffer(n * c.dim)
+        finalNorm = buffer(n * c.dim)
+        finalRstd = buffer(n)
+        logits = buffer(n * c.vocabSize)
+        var cos: [Float] = [], sin: [Float] = []
+        for p in 0..<sequenceLength {
+            let t = RoPETable(position: p, ropeDim: c.ropeDim, theta: c.ropeTheta)
+            cos += t.cos
+            sin += t.sin
+        }
+        self.cos = cos
+        self.sin = sin
+        dx = buffer(n * c.dim); dNorm = buffer(n * c.dim); dMiddle = buffer(n * c.dim)
+        dq = buffer(n * c.queryDim); dk = buffer(n * c.kvDim); dv = buffer(n * c.kvDim); dAttention = buffer(n * c.queryDim)
+        dGate = buffer(n * c.hiddenDim); dUp = buffer(n * c.hiddenDim); dAct = buffer(n * c.hiddenDim)
+        let widest = max(c.dim, c.queryDim, c.hiddenDim)
+        let largestMatrix = max(c.vocabSize * c.dim, c.hiddenDim * c.dim, c.queryDim * c.dim)
+        transposedWeight = buffer(largestMatrix)
+        transposedInput = buffer(widest * n)
+        transposedGradient = buffer(max(c.vocabSize, widest) * n)
+        weightGradient = buffer(largestMatrix)
+        inputGradient = buffer(n * widest)
+    }
+
+    /// Runs the batch forward and backward: `tokens` and `targets` are (batchSize, sequenceLength)
+    /// row-major; a target of -1 is ignored (no loss, no gradient). Adds
+    /// `gradScale * d(Σ token losses)/dθ` to `gradients` (same layout as the parameters), so
+    /// `gradScale = 1 / targets counted over all micro-batches` gives the mean loss's gradient.
+    /// Returns the sum of the token losses (natural log) and how many targets counted.
+    @discardableResult
+    public func accumulateGradients(tokens: [Int], targets: [Int], gradScale: Float,
+                                    into gradients: FloatBuffer) throws -> (lossSum: Double, count: Int) {
+        let result = try forward(tokens: tokens, targets: targets, gradScale: gradScale)
+        backward(tokens: tokens, gradients: gradients)
+        return result
+    }
+
+    /// Loss only: the sum of the token losses and how many targets counted.
+    public func loss(tokens: [Int], targets: [Int]) throws -> (lossSum: Double, count: Int) {
+        try forward(tokens: tokens, targets: targets, gradScale: 0)
+    }
+
+    // MARK: Forward
+
+    @discardableResult
+    private func forward(tokens: [Int], targets: [Int], gradScale: Float) throws -> (lossSum: Double, count: Int) {
+        let c = config, n = rows
+        guard tokens.count == n, targets.count == n else {
+            throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(sequenceLength) = \(n) tokens and targets, got \(tokens.count) and \(targets.count)")
+        }
+        for t in tokens where t < 0 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
+        for t in targets where t < -1 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
+        let p = parameters.values.pointer
+        let x = layers.first?.input ?? final
+        for (i, t) in tokens.enumerated() {
+            (x.pointer + i * c.dim).update(from: p + layout.embedding + t * c.dim, count: c.dim)
+        }
+        for l in 0..<c.layerCount {
+            let s = layout.layers[l], a = layers[l]
+            let next = l + 1 < c.layerCount ? layers[l + 1].input : final
+            rmsnormForward(a.norm1, a.rstd1, a.input, p + s.attentionNorm)
+            linear(a.q, a.norm1, p + s.wq, out: c.queryDim, in: c.dim)
+            linear(a.k, a.norm1, p + s.wk, out: c.kvDim, in: c.dim)
+            linear(a.v, a.norm1, p + s.wv, out: c.kvDim, in: c.dim)
+            rope(a.q, heads: c.headCount, inverse: false)
+            rope(a.k, heads: c.kvHeadCount, inverse: false)
+            attentionForward(a)
+            linear(a.middle, a.attention, p + s.wo, out: c.dim, in: c.queryDim)
+            add(a.middle, a.input, count: n * c.dim)
+            rmsnormForward(a.norm2, a.rstd2, a.middle, p + s.ffnNorm)
+            linear(a.gate, a.norm2, p + s.w1, out: c.hiddenDim, in: c.dim)
+            linear(a.up, a.norm2, p + s.w3, out: c.hiddenDim, in: c.dim)
+            for i in 0..<(n * c.hiddenDim) {
+                let g = a.gate[i]
+                a.act[i] = g / (1 + expf(-g)) * a.up[i]
+            }
+            linear(next, a.act, p + s.w2, out: c.dim, in: c.hiddenDim)
+            add(next, a.middle, count: n * c.dim)
+        }
+        rmsnormForward(finalNorm, finalRstd, final, p + layout.norm)
+        linear(logits, finalNorm, p + layout.output, out: c.vocabSize, in: c.dim)
+        return crossEntropy(targets: targets, gradScale: gradScale)
+    }
+
+    /// Turns `logits` into d loss / d logits in place (scaled by `gradScale`; zero rows for
+    /// ignored targets) and returns the summed loss.
+    private func crossEntropy(targets: [Int], gradScale: Float) -> (lossSum: Double, count: Int) {
+        let v = config.vocabSize, n = rows
+        let losses = FloatBuffer(count: n)
+        let lp = SendablePointer(logits.pointer), loss = SendablePointer(losses.pointer)
+        let chunks = min(n, 4 * pool.threadCount)
+        var targetIDs = targets
+        targetIDs.withUnsafeMutableBufferPointer { tb in
+            let tp = SendablePointer(tb.baseAddress!)
+            pool.parallelFor(chunks) { chunk in
+                for r in (chunk * n / chunks)..<((chunk + 1) * n / chunks) {
+                    let row = lp.pointer + r * v
+                    let target = tp.pointer[r]
+                    guard target >= 0 else {
+                        row.update(repeating: 0, count: v)
+                        continue
+                    }
+                    let targetLogit = row[target]
+                    var m = -Float.infinity
+                    for j in 0..<v { m = max(m, row[j]) }
+                    var sum = 0.0
+                    for j in 0..<v {
+                        let e = expf(row[j] - m)
+                        row[j] = e
+                        sum += Double(e)
+                    }
+                    loss.pointer[r] = Float(Double(m) + log(sum) - Double(targetLogit))
+                    let scale = gradScale / Float(sum)
+                    for j in 0..<v { row[j] *= scale }
+                    row[target] -= gradScale
+                }
+            }
+        }
+        var total = 0.0, count = 0
+        for r in 0..<n where targets[r] >= 0 {
+            total += Double(losses[r])
+            count += 1
+        }
+        return (total, count)
+    }
+
+    // MARK: Backward
+
+    private func backward(tokens: [Int], gradients: FloatBuffer) {
+        let c = config, n = rows
+        let p = parameters.values.pointer, g = gradients.pointer
+        // Output projection and final norm.
+        linearBackward(dy: logits, x: finalNorm, w: p + layout.output, dw: g + layout.output,
+                       out: c.vocabSize, in: c.dim, dx: dNorm, accumulate: false)
+        rmsnormBackward(dx: dx, dy: dNorm, x: final, rstd: finalRstd, w: p + layout.norm, dw: g + layout.norm, accumulate: false)
+        for l in stride(from: c.layerCount - 1, through: 0, by: -1) {
+            let s = layout.layers[l], a = layers[l]
+            // Feed-forward: next = middle + W2 act; dx is d loss / d next.
+            linearBackward(dy: dx, x: a.act, w: p + s.w2, dw: g + s.w2, out: c.dim, in: c.hiddenDim, dx: dAct, accumulate: false)
+            for i in 0..<(n * c.hiddenDim) {
+                let gate = a.gate[i], sig = 1 / (1 + expf(-gate))
+                let d = dAct[i]
+                dUp[i] = d * gate * sig
+                dGate[i] = d * a.up[i] * sig * (1 + gate * (1 - sig))
+            }
+            transpose(a.norm2, rows: n, cols: c.dim, into: transposedInput)
+            linearBackward(dy: dGate, xT: transposedInput, w: p + s.w1, dw: g + s.w1, out: c.hiddenDim, in: c.dim, dx: dNorm, accumulate: false)
+            linearBackward(dy: dUp, xT: transposedInput, w: p + s.w3, dw: g + s.w3, out: c.hiddenDim, in: c.dim, dx: dNorm, accumulate: true)
+            dMiddle.copy(from: dx)
+            rmsnormBackward(dx: dMiddle, dy: dNorm, x: a.middle, rstd: a.rstd2, w: p + s.ffnNorm, dw: g + s.ffnNorm, accumulate: true)
+            // Attention: middle = input + W_o attention.
+            linearBackward(dy: dMiddle, x: a.attention, w: p + s.wo, dw: g + s.wo, out: c.dim, in: c.queryDim, dx: dAttention, accumulate: false)
+            attentionBackward(a)
+            rope(dq, heads: c.headCount, inverse: true)
+            rope(dk, heads: c.kvHeadCount, inverse: true)
+            transpose(a.norm1, rows: n, cols: c.dim, into: transposedInput)
+            linearBackward(dy: dq, xT: transposedInput, w: p + s.wq, dw: g + s.wq, out: c.queryDim, in: c.dim, dx: dNorm, accumulate: false)
+            linearBackward(dy: dk, xT: transposedInput, w: p + s.wk, dw: g + s.wk, out: c.kvDim, in: c.dim, dx: dNorm, accumulate: true)
+            linearBackward(dy: dv, xT: transposedInput, w: p + s.wv, dw: g + s.wv, out: c.kvDim, in: c.dim, dx: dNorm, accumulate: true)
+            dx.copy(from: dMiddle)
+            rmsnormBackward(dx: dx, dy: dNorm, x: a.input, rstd: a.rstd1, w: p + s.attentionNorm, dw: g + s.attentionNorm, accumulate: true)
+        }
+        // Embedding rows (the output matrix's gradient is already there when tied).
+        for (i, t) in tokens.enumerated() {
+            let row = g + layout.embedding + t * c.dim
+            for j in 0..<c.dim { row[j] += dx[i * c.dim + j] }
+        }
+    }
+
+    // MARK: Linear layers
+
+    /// y (n, out) = x (n, in) · Wᵀ
+    private func linear(_ y: FloatBuffer, _ x: FloatBuffer, _ w: UnsafePointer<Float>, out: Int, in: Int) {
+        matmul([Product(Matrix(type: .f32, rows: out, cols: `in`, data: UnsafeRawPointer(w)), y.pointer)],
+               x.pointer, batch: rows, pool: pool)
+    }
+
+    private func linearBackward(dy: FloatBuffer, x: FloatBuffer, w: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>,
+                                out: Int, in: Int, dx: FloatBuffer, accumulate: Bool) {
+        transpose(x, rows: rows, cols: `in`, into: transposedInput)
+        linearBackward(dy: dy, xT: transposedInput, w: w, dw: dw, out: out, in: `in`, dx: dx, accumulate: accumulate)
+    }
+
+    /// For y = x Wᵀ: dW += dyᵀ x (x given transposed, (in, n)) and dx = dy W (or += with `accumulate`).
+    private func linearBackward(dy: FloatBuffer, xT: FloatBuffer, w: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>,
+                                out: Int, in: Int, dx: FloatBuffer, accumulate: Bool) {
+        let n = rows
+        // dW[o, i] = Σ_t dy[t, o] x[t, i]: rows of xT (length n) against rows of dyT.
+        transpose(dy, rows: n, cols: out, into: transposedGradient)
+        matmul([Product(Matrix(type: .f32, rows: `in`, cols: n, data: UnsafeRawPointer(xT.pointer)), weightGradient.pointer)],
+               transposedGradient.pointer, batch: out, pool: pool)
+        add(dw, weightGradient.pointer, count: out * `in`)
+        // dx[t, i] = Σ_o dy[t, o] W[o, i]: rows of Wᵀ against rows of dy.
+        transpose(w, rows: out, cols: `in`, into: transposedWeight.pointer)
+        let target = accumulate ? inputGradient.pointer : dx.pointer
+        matmul([Product(Matrix(type: .f32, rows: `in`, cols: out, data: UnsafeRawPointer(transposedWeight.pointer)), target)],
+               dy.pointer, batch: n, pool: pool)
+        if accumulate { add(dx.pointer, inputGradient.pointer, count: n * `in`) }
+    }
+
+    // MARK: RMSNorm
+
+    private func rmsnormForward(_ y: FloatBuffer, _ rstd: FloatBuffer, _ x: FloatBuffer, _ w: UnsafePointer<Float>) {
+        let d = config.dim, eps = Double(config.rmsNormEps)
+        for r in 0..<rows {
+            let xr = x.pointer + r * d, yr = y.pointer + r * d
+            var ss = 0.0
+            for j in 0..<d { ss += Double(xr[j]) * Double(xr[j]) }
+            let s = Float(1 / (ss / Double(d) + eps).squareRoot())
+            rstd[r] = s
+            for j in 0..<d { yr[j] = w[j] * (xr[j] * s) }
+        }
+    }
+
+    /// y = w ⊙ x · r with r = (mean(x²) + eps)^(-1/2):
+    /// dw += Σ_rows dy ⊙ x · r;  dx (+)= r · (w ⊙ dy) − x · r³ / d · Σ_j w_j dy_j x_j.
+    private func rmsnormBackward(dx: FloatBuffer, dy: FloatBuffer, x: FloatBuffer, rstd: FloatBuffer,
+                                 w: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        let d = config.dim
+        for r in 0..<rows {
+            let xr = x.pointer + r * d, dyr = dy.pointer + r * d, dxr = dx.pointer + r * d
+            let s = rstd[r]
+            var dot = 0.0
+            for j in 0..<d {
+                dot += Double(w[j] * dyr[j]) * Double(xr[j])
+                dw[j] += dyr[j] * xr[j] * s
+            }
+            let k = Float(dot) * s * s * s / Float(d)
+            for j in 0..<d {
+                let v = s * w[j] * dyr[j] - xr[j] * k
+                dxr[j] = accumulate ? dxr[j] + v : v
+            }
+        }
+    }
+
+    // MARK: RoPE
+
+    /// Rotates (or, `inverse`, rotates back: the backward pass of a rotation is its transpose)
+    /// every head of every row by its position's angles.
+    private func rope(_ x: FloatBuffer, heads: Int, inverse: Bool) {
+        let c = config, half = c.ropeDim / 2, width = heads * c.headDim
+        let sign: Float = inverse ? -1 : 1
+        for r in 0..<rows {
+            let pos = r % sequenceLength
+            let cs = pos * half
+            for h in 0..<heads {
+                let head = x.pointer + r * width + h * c.headDim
+                for i in 0..<half {
+                    let (ia, ib) = c.ropeLayout == .interleaved ? (2 * i, 2 * i + 1) : (i, i + half)
+                    let a = head[ia], b = head[ib]
+                    let co = cos[cs + i], si = sign * sin[cs + i]
+                    head[ia] = a * co - b * si
+                    head[ib] = a * si + b * co
+                }
+            }
+        }
+    }
+
+    // MARK: Attention
+
+    /// Causal attention of each sequence; keeps each row's log-sum-exp.
+    private func attentionForward(_ a: LayerActivations) {
+        let c = config, T = sequenceLength, hd = c.headDim
+        let group = c.headCount / c.kvHeadCount
+        let scale = 1 / Float(hd).squareRoot()
+        let q = SendablePointer(a.q.pointer), k = SendablePointer(a.k.pointer), v = SendablePointer(a.v.pointer)
+        let out = SendablePointer(a.attention.pointer), lse = SendablePointer(a.lse.pointer)
+        pool.parallelFor(batchSize * c.headCount) { task in
+            let b = task / c.headCount, h = task % c.headCount
+            let kvHead = (h / group) * hd
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: T) { scores in
+                let s = scores.baseAddress!
+                for t in 0..<T {
+                    let qt = q.pointer + (b * T + t) * c.queryDim + h * hd
+                    var m = -Float.infinity
+                    for u in 0...t {
+                        s[u] = dot(qt, k.pointer + (b * T + u) * c.kvDim + kvHead, hd) * scale
+                        m = max(m, s[u])
+                    }
+                    var sum: Float = 0
+                    for u in 0...t {
+                        s[u] = expf(s[u] - m)
+                        sum += s[u]
+                    }
+                    lse.pointer[task * T + t] = m + logf(sum)
+                    let o = out.pointer + (b * T + t) * c.queryDim + h * hd
+                    o.update(repeating: 0, count: hd)
+                    let inv = 1 / sum
+                    for u in 0...t { axpy(o, s[u] * inv, v.pointer + (b * T + u) * c.kvDim + kvHead, hd) }
+                }
+            }
+        }
+    }
+
+    /// From dAttention (d loss / d attention output) to dq, dk, dv. One task per sequence and
+    /// key/value head, so the query heads sharing it add into its dk, dv without races.
+    private func attentionBackward(_ a: LayerActivations) {
+        let c = config, T = sequenceLength, hd = c.headDim
+        let group = c.headCount / c.kvHeadCount
+        let scale = 1 / Float(hd).squareRoot()
+        dk.zero()
+        dv.zero()
+        let q = SendablePointer(a.q.pointer), k = SendablePointer(a.k.pointer), v = SendablePointer(a.v.pointer)
+        let lse = SendablePointer(a.lse.pointer), dOut = SendablePointer(dAttention.pointer)
+        let dqp = SendablePointer(dq.pointer), dkp = SendablePointer(dk.pointer), dvp = SendablePointer(dv.pointer)
+        pool.parallelFor(batchSize * c.kvHeadCount) { task in
+            let b = task / c.kvHeadCount, g = task % c.kvHeadCount
+            let kvHead = g * hd
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * T) { scratch in
+                let prob = scratch.baseAddress!, dProb = prob + T
+                for h in (g * group)..<((g + 1) * group) {
+                    for t in 0..<T {
+                        let row = b * T + t
+                        let qt = q.pointer + row * c.queryDim + h * hd
+                        let dot_ = dOut.pointer + row * c.queryDim + h * hd
+                        let l = lse.pointer[(b * c.headCount + h) * T + t]
+                        var dsum: Float = 0
+                        for u in 0...t {
+                            let ku = k.pointer + (b * T + u) * c.kvDim + kvHead
+                            let vu = v.pointer + (b * T + u) * c.kvDim + kvHead
+                            prob[u] = expf(dot(qt, ku, hd) * scale - l)
+                            dProb[u] = dot(dot_, vu, hd)
+                            dsum += prob[u] * dProb[u]
+                        }
+                        let dqt = dqp.pointer + row * c.queryDim + h * hd
+                        dqt.update(repeating: 0, count: hd)
+                        for u in 0...t {
+                            let ds = prob[u] * (dProb[u] - dsum) * scale
+                            let base = (b * T + u) * c.kvDim + kvHead
+                            axpy(dqt, ds, k.pointer + base, hd)
+                            axpy(dkp.pointer + base, ds, qt, hd)
+                            axpy(dvp.pointer + base, prob[u], dot_, hd)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    private func transpose(_ x: FloatBuffer, rows: Int, cols: Int, into y: FloatBuffer) {
+        transpose(x.pointer, rows: rows, cols: cols, into: y.pointer)
+    }
+
+    /// y (cols, rows) = xᵀ for x (rows, cols), in cache-sized blocks.
+    private func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>) {
+        let block = 32
+        for r0 in stride(from: 0, to: rows, by: block) {
+            for c0 in stride(from: 0, to: cols, by: block) {
+                for r in r0..<min(rows, r0 + block) {
+                    for j in c0..<min(cols, c0 + block) { y[j * rows + r] = x[r * cols + j] }
+                }
+            }
+        }
+    }
+
+    private func add(_ y: FloatBuffer, _ x: FloatBuffer, count: Int) { add(y.pointer, x.pointer, count: count) }
+
+    private func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+        axpy(y, 1, x, count)
+    }
+}
