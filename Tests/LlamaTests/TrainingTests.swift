@@ -106,4 +106,42 @@ final class TrainingTests: XCTestCase {
             }
         }
     }
+
+    /// Three AdamW steps with global-norm clipping (gradients recomputed after each) leave the
+    /// parameters where `torch.optim.AdamW` + `clip_grad_norm_` leave them.
+    func testAdamWStepsMatchPyTorch() throws {
+        let (fixture, params) = try Self.tiny()
+        let a = fixture.adamw
+        var options = AdamWOptions()
+        options.beta1 = Float(a.beta1); options.beta2 = Float(a.beta2); options.eps = Float(a.eps)
+        options.weightDecay = Float(a.weight_decay); options.clipNorm = Float(a.clip)
+        let optimizer = AdamW(layout: params.layout, options: options)
+        let model = BackpropModel(parameters: params, batchSize: fixture.inputs.count, sequenceLength: fixture.inputs[0].count)
+        let grads = FloatBuffer(count: params.layout.count)
+        let targets = Self.targets(fixture.targets)
+        let count = targets.filter { $0 >= 0 }.count
+        for step in 0..<a.steps {
+            grads.zero()
+            try model.accumulateGradients(tokens: fixture.inputs.flatMap { $0 }, targets: targets, gradScale: 1 / Float(count), into: grads)
+            let norm = optimizer.clip(grads)
+            XCTAssertEqual(Double(norm), a.grad_norms[step], accuracy: 1e-4 * a.grad_norms[step], "step \(step)")
+            optimizer.update(params.values, gradients: grads, lr: Float(a.lr))
+        }
+        for slot in params.layout.slots {
+            let expected = Self.floats(a.parameters[slot.name]!)
+            var worst: Float = 0
+            for i in 0..<slot.count { worst = max(worst, abs(params.values[slot.offset + i] - expected[i])) }
+            XCTAssertLessThanOrEqual(worst, 1e-4, "\(slot.name) after \(a.steps) steps")
+        }
+    }
+
+    /// Warm-up and cosine decay to 10% agree with transformers' scheduler at chosen steps.
+    func testScheduleMatchesTransformers() throws {
+        let (fixture, _) = try Self.tiny()
+        let s = fixture.schedule
+        let schedule = LRSchedule(peak: Float(s.peak), warmupSteps: s.warmup, totalSteps: s.total, minRatio: Float(s.min_ratio))
+        for pair in s.lr {
+            XCTAssertEqual(Double(schedule.lr(step: Int(pair[0]))), pair[1], accuracy: 1e-6 * s.peak, "step \(Int(pair[0]))")
+        }
+    }
 }
