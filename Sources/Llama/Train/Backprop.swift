@@ -11,8 +11,9 @@ import LlamaKernels
 /// recomputes its probabilities in the backward pass (FlashAttention's trick, SPEC.md §3): no
 /// score matrix is ever stored, and one head's row is the most that exists at a time.
 ///
-/// Matrices are `[out, in]` like PyTorch's; products go through the inference kernels
-/// (`matmul`), with transposed copies where the backward pass reduces along the other axis.
+/// Matrices are `[out, in]` like PyTorch's. Products go through the inference kernels
+/// (`matmul`; the input gradient dy·W against a transposed copy of W), and weight gradients
+/// through `gemmTN`, which reduces down the rows of the saved activations.
 public final class BackpropModel: @unchecked Sendable {
     public let parameters: TrainableParameters
     /// Sequences per batch and tokens per sequence.
@@ -51,8 +52,7 @@ public final class BackpropModel: @unchecked Sendable {
     private let dx: FloatBuffer, dNorm: FloatBuffer, dMiddle: FloatBuffer
     private let dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer, dAttention: FloatBuffer
     private let dGate: FloatBuffer, dUp: FloatBuffer, dAct: FloatBuffer
-    private let transposedWeight: FloatBuffer, transposedInput: FloatBuffer, transposedGradient: FloatBuffer
-    private let weightGradient: FloatBuffer, inputGradient: FloatBuffer
+    private let transposedWeight: FloatBuffer, inputGradient: FloatBuffer
 
     public init(parameters: TrainableParameters, batchSize: Int, sequenceLength: Int, pool: ThreadPool = .shared) {
         self.parameters = parameters
@@ -87,9 +87,6 @@ public final class BackpropModel: @unchecked Sendable {
         let widest = max(c.dim, c.queryDim, c.hiddenDim)
         let largestMatrix = max(c.vocabSize * c.dim, c.hiddenDim * c.dim, c.queryDim * c.dim)
         transposedWeight = buffer(largestMatrix)
-        transposedInput = buffer(widest * n)
-        transposedGradient = buffer(max(c.vocabSize, widest) * n)
-        weightGradient = buffer(largestMatrix)
         inputGradient = buffer(n * widest)
     }
 
@@ -214,9 +211,8 @@ public final class BackpropModel: @unchecked Sendable {
                 dUp[i] = d * gate * sig
                 dGate[i] = d * a.up[i] * sig * (1 + gate * (1 - sig))
             }
-            transpose(a.norm2, rows: n, cols: c.dim, into: transposedInput)
-            linearBackward(dy: dGate, xT: transposedInput, w: p + s.w1, dw: g + s.w1, out: c.hiddenDim, in: c.dim, dx: dNorm, accumulate: false)
-            linearBackward(dy: dUp, xT: transposedInput, w: p + s.w3, dw: g + s.w3, out: c.hiddenDim, in: c.dim, dx: dNorm, accumulate: true)
+            linearBackward(dy: dGate, x: a.norm2, w: p + s.w1, dw: g + s.w1, out: c.hiddenDim, in: c.dim, dx: dNorm, accumulate: false)
+            linearBackward(dy: dUp, x: a.norm2, w: p + s.w3, dw: g + s.w3, out: c.hiddenDim, in: c.dim, dx: dNorm, accumulate: true)
             dMiddle.copy(from: dx)
             rmsnormBackward(dx: dMiddle, dy: dNorm, x: a.middle, rstd: a.rstd2, w: p + s.ffnNorm, dw: g + s.ffnNorm, accumulate: true)
             // Attention: middle = input + W_o attention.
@@ -224,10 +220,9 @@ public final class BackpropModel: @unchecked Sendable {
             attentionBackward(a)
             rope(dq, heads: c.headCount, inverse: true)
             rope(dk, heads: c.kvHeadCount, inverse: true)
-            transpose(a.norm1, rows: n, cols: c.dim, into: transposedInput)
-            linearBackward(dy: dq, xT: transposedInput, w: p + s.wq, dw: g + s.wq, out: c.queryDim, in: c.dim, dx: dNorm, accumulate: false)
-            linearBackward(dy: dk, xT: transposedInput, w: p + s.wk, dw: g + s.wk, out: c.kvDim, in: c.dim, dx: dNorm, accumulate: true)
-            linearBackward(dy: dv, xT: transposedInput, w: p + s.wv, dw: g + s.wv, out: c.kvDim, in: c.dim, dx: dNorm, accumulate: true)
+            linearBackward(dy: dq, x: a.norm1, w: p + s.wq, dw: g + s.wq, out: c.queryDim, in: c.dim, dx: dNorm, accumulate: false)
+            linearBackward(dy: dk, x: a.norm1, w: p + s.wk, dw: g + s.wk, out: c.kvDim, in: c.dim, dx: dNorm, accumulate: true)
+            linearBackward(dy: dv, x: a.norm1, w: p + s.wv, dw: g + s.wv, out: c.kvDim, in: c.dim, dx: dNorm, accumulate: true)
             dx.copy(from: dMiddle)
             rmsnormBackward(dx: dx, dy: dNorm, x: a.input, rstd: a.rstd1, w: p + s.attentionNorm, dw: g + s.attentionNorm, accumulate: true)
         }
@@ -246,21 +241,12 @@ public final class BackpropModel: @unchecked Sendable {
                x.pointer, batch: rows, pool: pool)
     }
 
+    /// For y = x Wᵀ: dW += dyᵀ x and dx = dy W (or += with `accumulate`).
     private func linearBackward(dy: FloatBuffer, x: FloatBuffer, w: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>,
                                 out: Int, in: Int, dx: FloatBuffer, accumulate: Bool) {
-        transpose(x, rows: rows, cols: `in`, into: transposedInput)
-        linearBackward(dy: dy, xT: transposedInput, w: w, dw: dw, out: out, in: `in`, dx: dx, accumulate: accumulate)
-    }
-
-    /// For y = x Wᵀ: dW += dyᵀ x (x given transposed, (in, n)) and dx = dy W (or += with `accumulate`).
-    private func linearBackward(dy: FloatBuffer, xT: FloatBuffer, w: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>,
-                                out: Int, in: Int, dx: FloatBuffer, accumulate: Bool) {
         let n = rows
-        // dW[o, i] = Σ_t dy[t, o] x[t, i]: rows of xT (length n) against rows of dyT.
-        transpose(dy, rows: n, cols: out, into: transposedGradient)
-        matmul([Product(Matrix(type: .f32, rows: `in`, cols: n, data: UnsafeRawPointer(xT.pointer)), weightGradient.pointer)],
-               transposedGradient.pointer, batch: out, pool: pool)
-        add(dw, weightGradient.pointer, count: out * `in`)
+        // dW[o, i] += Σ_t dy[t, o] x[t, i], straight from the row-major activations.
+        gemmTN(dy.pointer, lda: out, x.pointer, ldb: `in`, dw, ldc: `in`, m: out, n: `in`, k: n, pool: pool)
         // dx[t, i] = Σ_o dy[t, o] W[o, i]: rows of Wᵀ against rows of dy.
         transpose(w, rows: out, cols: `in`, into: transposedWeight.pointer)
         let target = accumulate ? inputGradient.pointer : dx.pointer
@@ -414,21 +400,33 @@ public final class BackpropModel: @unchecked Sendable {
         transpose(x.pointer, rows: rows, cols: cols, into: y.pointer)
     }
 
-    /// y (cols, rows) = xᵀ for x (rows, cols), in cache-sized blocks.
+    /// y (cols, rows) = xᵀ for x (rows, cols), in 32 × 32 blocks, bands of rows in parallel.
     private func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>) {
         let block = 32
-        for r0 in stride(from: 0, to: rows, by: block) {
+        let xs = SendablePointer(UnsafeMutablePointer(mutating: x)), ys = SendablePointer(y)
+        let bands = (rows + block - 1) / block
+        let run = { (band: Int) in
+            let r0 = band * block, r1 = min(rows, r0 + block)
             for c0 in stride(from: 0, to: cols, by: block) {
-                for r in r0..<min(rows, r0 + block) {
-                    for j in c0..<min(cols, c0 + block) { y[j * rows + r] = x[r * cols + j] }
+                for r in r0..<r1 {
+                    let src = xs.pointer + r * cols
+                    for j in c0..<min(cols, c0 + block) { ys.pointer[j * rows + r] = src[j] }
                 }
             }
         }
+        if rows * cols < 1 << 16 { for b in 0..<bands { run(b) } } else { pool.parallelFor(bands, run) }
     }
 
     private func add(_ y: FloatBuffer, _ x: FloatBuffer, count: Int) { add(y.pointer, x.pointer, count: count) }
 
+    /// y += x, in parallel pieces for large arrays.
     private func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
-        axpy(y, 1, x, count)
+        let pieces = count < 1 << 16 ? 1 : 4 * pool.threadCount
+        guard pieces > 1 else { return axpy(y, 1, x, count) }
+        let ys = SendablePointer(y), xs = SendablePointer(UnsafeMutablePointer(mutating: x))
+        pool.parallelFor(pieces) { i in
+            let start = i * count / pieces, end = (i + 1) * count / pieces
+            axpy(ys.pointer + start, 1, xs.pointer + start, end - start)
+        }
     }
 }
