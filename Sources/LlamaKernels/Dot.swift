@@ -52,7 +52,8 @@ func bf16x8(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
     #endif
 }
 
-@inline(__always)
+@inlinable @inline(__always)
+@usableFromInline
 func loadF32x8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
 }
@@ -69,7 +70,8 @@ func nibbles8(_ p: UnsafeRawPointer, _ byteOffset: Int) -> (lo: SIMD8<Float>, hi
     return (SIMD8<Float>(b & 15), SIMD8<Float>(b &>> 4))
 }
 
-@inline(__always)
+@inlinable @inline(__always)
+@usableFromInline
 func dotF32(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
     let wf = w.assumingMemoryBound(to: Float.self)
     var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()

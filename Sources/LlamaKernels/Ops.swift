@@ -196,7 +196,7 @@ public func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Floa
 }
 
 /// y += a * x
-@inline(__always)
+@inlinable @inline(__always)
 public func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
     let av = SIMD8<Float>(repeating: a)
     var i = 0
@@ -213,7 +213,7 @@ public func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointe
 }
 
 /// Dot product of two Float32 vectors.
-@inline(__always)
+@inlinable @inline(__always)
 public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
     dotF32(UnsafeRawPointer(a), b, n)
 }

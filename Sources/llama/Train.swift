@@ -103,6 +103,8 @@ struct BenchTrain: ParsableCommand {
     var t: Int?
     @Option(name: .short, help: "Timed steps.")
     var r: Int = 5
+    @Flag(help: "Also time the three products of the output layer (forward, input gradient, weight gradient) in GFLOP/s.")
+    var kernels = false
 
     func run() throws {
         let config = try shape.config(vocabSize: vocab, context: sequenceLength)
@@ -131,5 +133,36 @@ struct BenchTrain: ParsableCommand {
         let mean = speeds.reduce(0, +) / Double(speeds.count)
         let sd = (speeds.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(max(1, speeds.count - 1))).squareRoot()
         emit(String(format: "train: %.1f ± %.1f tokens/s (%d threads)\n", mean, sd, pool.threadCount))
+        if kernels { timeKernels(n: batchSize * sequenceLength, dim: config.dim, vocab: vocab, pool: pool) }
+    }
+
+    /// The three training products (`gemm`) at the output layer's shape: n tokens, dim → vocab.
+    private func timeKernels(n: Int, dim: Int, vocab: Int, pool: ThreadPool) {
+        let x = FloatBuffer(count: n * dim), w = FloatBuffer(count: vocab * dim), y = FloatBuffer(count: n * vocab)
+        var rng = SplitMix64(seed: 3)
+        for b in [x, w, y] { for i in 0..<b.count { b[i] = Float(Int(rng.next() % 2001) - 1000) / 1000 } }
+        let flops = 2.0 * Double(n) * Double(dim) * Double(vocab)
+        func time(_ name: String, _ body: () -> Void) {
+            body()
+            var best = Double.infinity
+            for _ in 0..<3 {
+                let start = DispatchTime.now().uptimeNanoseconds
+                body()
+                best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            emit(String(format: "%@: %.1f GFLOP/s (%.3f s)\n", name, flops / best / 1e9, best))
+        }
+        time("forward          y = x·Wᵀ  ") {
+            gemm(m: n, n: vocab, k: dim, x.pointer, lda: dim, aTransposed: false, w.pointer, ldb: dim, bTransposed: true,
+                 y.pointer, ldc: vocab, accumulate: false, pool: pool)
+        }
+        time("input gradient  dx = dy·W   ") {
+            gemm(m: n, n: dim, k: vocab, y.pointer, lda: vocab, aTransposed: false, w.pointer, ldb: dim, bTransposed: false,
+                 x.pointer, ldc: dim, accumulate: false, pool: pool)
+        }
+        time("weight gradient dW += dyᵀ·x ") {
+            gemm(m: vocab, n: dim, k: n, y.pointer, lda: vocab, aTransposed: true, x.pointer, ldb: dim, bTransposed: false,
+                 w.pointer, ldc: dim, accumulate: true, pool: pool)
+        }
     }
 }

@@ -11,9 +11,8 @@ import LlamaKernels
 /// recomputes its probabilities in the backward pass (FlashAttention's trick, SPEC.md §3): no
 /// score matrix is ever stored, and one head's row is the most that exists at a time.
 ///
-/// Matrices are `[out, in]` like PyTorch's. Products go through the inference kernels
-/// (`matmul`; the input gradient dy·W against a transposed copy of W), and weight gradients
-/// through `gemmTN`, which reduces down the rows of the saved activations.
+/// Matrices are `[out, in]` like PyTorch's. All three products of a linear layer (forward, input
+/// gradient, weight gradient) go through `gemm`, which reads either operand transposed in place.
 public final class BackpropModel: @unchecked Sendable {
     public let parameters: TrainableParameters
     /// Sequences per batch and tokens per sequence.
@@ -52,7 +51,6 @@ public final class BackpropModel: @unchecked Sendable {
     private let dx: FloatBuffer, dNorm: FloatBuffer, dMiddle: FloatBuffer
     private let dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer, dAttention: FloatBuffer
     private let dGate: FloatBuffer, dUp: FloatBuffer, dAct: FloatBuffer
-    private let transposedWeight: FloatBuffer, inputGradient: FloatBuffer
 
     public init(parameters: TrainableParameters, batchSize: Int, sequenceLength: Int, pool: ThreadPool = .shared) {
         self.parameters = parameters
@@ -84,10 +82,6 @@ public final class BackpropModel: @unchecked Sendable {
         dx = buffer(n * c.dim); dNorm = buffer(n * c.dim); dMiddle = buffer(n * c.dim)
         dq = buffer(n * c.queryDim); dk = buffer(n * c.kvDim); dv = buffer(n * c.kvDim); dAttention = buffer(n * c.queryDim)
         dGate = buffer(n * c.hiddenDim); dUp = buffer(n * c.hiddenDim); dAct = buffer(n * c.hiddenDim)
-        let widest = max(c.dim, c.queryDim, c.hiddenDim)
-        let largestMatrix = max(c.vocabSize * c.dim, c.hiddenDim * c.dim, c.queryDim * c.dim)
-        transposedWeight = buffer(largestMatrix)
-        inputGradient = buffer(n * widest)
     }
 
     /// Runs the batch forward and backward: `tokens` and `targets` are (batchSize, sequenceLength)
@@ -237,22 +231,17 @@ public final class BackpropModel: @unchecked Sendable {
 
     /// y (n, out) = x (n, in) · Wᵀ
     private func linear(_ y: FloatBuffer, _ x: FloatBuffer, _ w: UnsafePointer<Float>, out: Int, in: Int) {
-        matmul([Product(Matrix(type: .f32, rows: out, cols: `in`, data: UnsafeRawPointer(w)), y.pointer)],
-               x.pointer, batch: rows, pool: pool)
+        gemm(m: rows, n: out, k: `in`, x.pointer, lda: `in`, aTransposed: false, w, ldb: `in`, bTransposed: true,
+             y.pointer, ldc: out, accumulate: false, pool: pool)
     }
 
     /// For y = x Wᵀ: dW += dyᵀ x and dx = dy W (or += with `accumulate`).
     private func linearBackward(dy: FloatBuffer, x: FloatBuffer, w: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>,
                                 out: Int, in: Int, dx: FloatBuffer, accumulate: Bool) {
-        let n = rows
-        // dW[o, i] += Σ_t dy[t, o] x[t, i], straight from the row-major activations.
-        gemmTN(dy.pointer, lda: out, x.pointer, ldb: `in`, dw, ldc: `in`, m: out, n: `in`, k: n, pool: pool)
-        // dx[t, i] = Σ_o dy[t, o] W[o, i]: rows of Wᵀ against rows of dy.
-        transpose(w, rows: out, cols: `in`, into: transposedWeight.pointer)
-        let target = accumulate ? inputGradient.pointer : dx.pointer
-        matmul([Product(Matrix(type: .f32, rows: `in`, cols: out, data: UnsafeRawPointer(transposedWeight.pointer)), target)],
-               dy.pointer, batch: n, pool: pool)
-        if accumulate { add(dx.pointer, inputGradient.pointer, count: n * `in`) }
+        gemm(m: out, n: `in`, k: rows, dy.pointer, lda: out, aTransposed: true, x.pointer, ldb: `in`, bTransposed: false,
+             dw, ldc: `in`, accumulate: true, pool: pool)
+        gemm(m: rows, n: `in`, k: out, dy.pointer, lda: out, aTransposed: false, w, ldb: `in`, bTransposed: false,
+             dx.pointer, ldc: `in`, accumulate: accumulate, pool: pool)
     }
 
     // MARK: RMSNorm
@@ -395,27 +384,6 @@ public final class BackpropModel: @unchecked Sendable {
     }
 
     // MARK: Helpers
-
-    private func transpose(_ x: FloatBuffer, rows: Int, cols: Int, into y: FloatBuffer) {
-        transpose(x.pointer, rows: rows, cols: cols, into: y.pointer)
-    }
-
-    /// y (cols, rows) = xᵀ for x (rows, cols), in 32 × 32 blocks, bands of rows in parallel.
-    private func transpose(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>) {
-        let block = 32
-        let xs = SendablePointer(UnsafeMutablePointer(mutating: x)), ys = SendablePointer(y)
-        let bands = (rows + block - 1) / block
-        let run = { (band: Int) in
-            let r0 = band * block, r1 = min(rows, r0 + block)
-            for c0 in stride(from: 0, to: cols, by: block) {
-                for r in r0..<r1 {
-                    let src = xs.pointer + r * cols
-                    for j in c0..<min(cols, c0 + block) { ys.pointer[j * rows + r] = src[j] }
-                }
-            }
-        }
-        if rows * cols < 1 << 16 { for b in 0..<bands { run(b) } } else { pool.parallelFor(bands, run) }
-    }
 
     private func add(_ y: FloatBuffer, _ x: FloatBuffer, count: Int) { add(y.pointer, x.pointer, count: count) }
 
