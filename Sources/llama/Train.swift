@@ -166,3 +166,175 @@ struct BenchTrain: ParsableCommand {
         }
     }
 }
+
+struct TokenizeCorpus: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize-corpus",
+        abstract: "Turn text files into a token shard for training.",
+        discussion: """
+            Each file is split into documents at blank lines; each document is tokenized on its own \
+            and starts with the tokenizer's BOS. The shard (ids as little-endian UInt32 after a \
+            16-byte header) is written atomically. Give one shard per data source to `llama pretrain`.
+            """)
+
+    @Option(help: "Tokenizer: tokenizer.model, tokenizer.json, tokenizer.bin, a GGUF model or a model directory.")
+    var tokenizer: String
+    @Option(name: [.short, .long], help: "Output shard.")
+    var output: String
+    @Argument(help: "UTF-8 text files.")
+    var files: [String]
+
+    func run() throws {
+        let t = try TokenizerLoader.load(file: tokenizer)
+        let start = DispatchTime.now().uptimeNanoseconds
+        let count = try TokenShard.write(files: files, tokenizer: t, to: output) { done, total in
+            FileHandle.standardError.write(Data("\rtokenizing: \(done)/\(total) documents".utf8))
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        note(String(format: "\n%@: %d tokens (vocabulary %d) in %.1f s", output, count, t.vocabSize, seconds))
+    }
+}
+
+struct Pretrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pretrain",
+        abstract: "Pre-train a Llama from scratch on token shards (the LLaMA recipe, on the CPU).",
+        discussion: """
+            Data: one or more shards from `llama tokenize-corpus`, each a source with a sampling \
+            weight (--data PATH or --data PATH:WEIGHT; weights are relative, as in the LLaMA data \
+            table). Each source is cut into windows of --seq + 1 tokens; the last --validation-fraction \
+            of each is held out. Optimizer: AdamW (beta1 0.9, beta2 0.95, eps 1e-5, weight decay 0.1 on \
+            matrices and embeddings), global gradient-norm clipping at 1.0, linear warm-up from 0 then \
+            cosine decay to 10% of the peak, gradient accumulation (--accumulate): the SPEC.md §3 \
+            defaults, all adjustable.
+
+            Writes into --out: checkpoint.lsckpt (every --save-every steps, at the end, and on Ctrl-C; \
+            atomic), log.jsonl (one line per step and per validation), and at the end model.gguf \
+            (F32, with the tokenizer) for `llama run`, `llama eval` and llama.cpp. --resume continues \
+            from the checkpoint with the same losses an uninterrupted run would have printed; give the \
+            same options as the first run.
+            """)
+
+    @Option(parsing: .singleValue, help: "Token shard, optionally with a weight: PATH or PATH:WEIGHT (repeat for a mixture).")
+    var data: [String]
+    @Option(help: "Tokenizer the shards were made with (written into model.gguf).")
+    var tokenizer: String
+    @Option(help: "Output directory.")
+    var out: String
+    @OptionGroup var shape: ShapeOptions
+    @OptionGroup var training: TrainingOptionGroup
+    @Option(help: "Context length written into the model (default: --seq).")
+    var context: Int?
+    @Option(help: "Save a checkpoint every N steps (0: only at the end and on Ctrl-C).")
+    var saveEvery: Int = 100
+    @Option(name: .short, help: "Threads (default: one per physical core).")
+    var t: Int?
+    @Flag(help: "Continue the run saved in --out.")
+    var resume = false
+
+    func run() throws {
+        Interrupt.install()
+        let tok = try TokenizerLoader.load(file: tokenizer)
+        let sources = try data.map { spec -> DataMixture.Source in
+            var path = spec, weight = 1.0
+            if let colon = spec.lastIndex(of: ":"), let w = Double(spec[spec.index(after: colon)...]) {
+                path = String(spec[..<colon])
+                weight = w
+            }
+            return .init(name: path, weight: weight, tokens: try TokenShard.read(path, vocabSize: tok.vocabSize))
+        }
+        let options = training.options
+        let mixture = try DataMixture(sources: sources, sequenceLength: options.sequenceLength,
+                                      validationFraction: options.validationFraction, seed: options.seed)
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let checkpointPath = out + "/checkpoint.lsckpt", logPath = out + "/log.jsonl"
+        let pool = t.map { ThreadPool(threads: $0) } ?? .shared
+        let trainer: Trainer
+        if resume {
+            let checkpoint = try Trainer.loadCheckpoint(checkpointPath)
+            let config = try shape.config(vocabSize: tok.vocabSize, context: context ?? options.sequenceLength)
+            if checkpoint.parameters.config != config {
+                throw LlamaError.invalidArgument("\(checkpointPath): the checkpoint's model shape differs from this command's (\(describe(checkpoint.parameters.config)) vs \(describe(config))); give the options of the first run")
+            }
+            if checkpoint.options != options {
+                throw LlamaError.invalidArgument("\(checkpointPath): the checkpoint was made with other training options (\(differences(checkpoint.options, options))); give the options of the first run")
+            }
+            trainer = try Trainer(resuming: checkpoint, data: mixture, pool: pool)
+            note("resuming at step \(trainer.step) of \(options.steps)")
+        } else {
+            if FileManager.default.fileExists(atPath: checkpointPath) {
+                throw LlamaError.invalidArgument("\(checkpointPath) exists: pass --resume to continue it, or choose another --out")
+            }
+            let config = try shape.config(vocabSize: tok.vocabSize, context: context ?? options.sequenceLength)
+            let params = TrainableParameters(config: config, tiedEmbeddings: shape.tiedEmbeddings, seed: options.seed)
+            trainer = try Trainer(parameters: params, data: mixture, options: options, pool: pool)
+            FileManager.default.createFile(atPath: logPath, contents: nil)
+        }
+        let c = trainer.parameters.config
+        note(String(format: "model: %.2f M parameters (dim %d, %d layers, %d/%d heads, FFN %d, vocab %d); %d tokens per step; training data %d tokens, %d validation windows",
+                    Double(trainer.parameters.layout.count) / 1e6, c.dim, c.layerCount, c.headCount, c.kvHeadCount, c.hiddenDim,
+                    c.vocabSize, options.tokensPerStep, mixture.trainingTokens, mixture.validationWindows))
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        try log.seekToEnd()
+        func record(_ object: [String: Any]) throws {
+            let line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            try log.write(contentsOf: line + Data("\n".utf8))
+        }
+        let started = DispatchTime.now().uptimeNanoseconds
+        let firstStep = trainer.step
+        var lastValidation: Double?
+        let stopped = try Interrupt.stoppable { keepGoing -> Bool in
+            while trainer.step < options.steps {
+                guard keepGoing() else { return true }
+                let r = try trainer.trainStep()
+                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+                let eta = elapsed / Double(r.step - firstStep) * Double(options.steps - r.step)
+                note(String(format: "step %d/%d | loss %.4f | lr %.2e | grad-norm %.3f | %.0f tok/s | ETA %@",
+                            r.step, options.steps, r.loss, r.lr, r.gradNorm, r.tokensPerSecond, duration(eta)))
+                try record(["step": r.step, "loss": r.loss, "lr": Double(r.lr), "grad_norm": Double(r.gradNorm),
+                            "tokens_per_second": r.tokensPerSecond])
+                if (options.evalEvery > 0 && r.step % options.evalEvery == 0) || r.step == options.steps {
+                    let v = try trainer.validationLoss()
+                    lastValidation = v
+                    note(String(format: "step %d: validation loss %.4f (perplexity %.2f)", r.step, v, exp(v)))
+                    try record(["step": r.step, "val_loss": v])
+                }
+                if saveEvery > 0 && r.step % saveEvery == 0 && r.step < options.steps { try trainer.save(to: checkpointPath) }
+            }
+            return false
+        }
+        try trainer.save(to: checkpointPath)
+        try log.close()
+        if stopped {
+            note("interrupted at step \(trainer.step): saved \(checkpointPath); continue with the same command and --resume")
+            return
+        }
+        let modelPath = out + "/model.gguf"
+        try GGUFExport.write(weights: try trainer.parameters.weights(), tokenizer: tok,
+                             name: URL(fileURLWithPath: out).lastPathComponent, chatTemplate: nil, source: checkpointPath,
+                             to: modelPath, recipe: GGUFExport.Recipe.uniform(.f32)!)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        note(String(format: "done: %d steps in %@, final validation loss %@; wrote %@ and %@", trainer.step - firstStep, duration(seconds),
+                    lastValidation.map { String(format: "%.4f", $0) } ?? "-", checkpointPath, modelPath))
+    }
+
+    private func describe(_ c: ModelConfig) -> String {
+        "dim \(c.dim), \(c.layerCount) layers, \(c.headCount)/\(c.kvHeadCount) heads, FFN \(c.hiddenDim), vocab \(c.vocabSize), context \(c.contextLength)"
+    }
+
+    private func differences(_ a: TrainingOptions, _ b: TrainingOptions) -> String {
+        let ea = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(a))) as? [String: Any] ?? [:]
+        let eb = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(b))) as? [String: Any] ?? [:]
+        let keys = Set(ea.keys).union(eb.keys).sorted().filter { "\(ea[$0] ?? "-")" != "\(eb[$0] ?? "-")" }
+        return keys.map { "\($0): \(ea[$0] ?? "-") then, \(eb[$0] ?? "-") now" }.joined(separator: "; ")
+    }
+}
+
+/// "1h02m", "3m05s", "12s".
+func duration(_ seconds: Double) -> String {
+    guard seconds.isFinite else { return "-" }
+    let s = Int(seconds.rounded())
+    if s >= 3600 { return String(format: "%dh%02dm", s / 3600, s % 3600 / 60) }
+    if s >= 60 { return String(format: "%dm%02ds", s / 60, s % 60) }
+    return "\(s)s"
+}

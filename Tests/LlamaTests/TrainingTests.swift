@@ -144,4 +144,98 @@ final class TrainingTests: XCTestCase {
             XCTAssertEqual(Double(schedule.lr(step: Int(pair[0]))), pair[1], accuracy: 1e-6 * s.peak, "step \(Int(pair[0]))")
         }
     }
+
+    // MARK: Runs, checkpoints and bad input
+
+    static func tinyRun(steps: Int = 6, accumulation: Int = 2) throws -> (Trainer, DataMixture) {
+        let config = ModelConfig(dim: 16, hiddenDim: 32, layerCount: 2, headCount: 4, kvHeadCount: 2, vocabSize: 40,
+                                 contextLength: 16, ropeLayout: .halves)
+        var rng = SplitMix64(seed: 5)
+        let a = (0..<600).map { _ in Int(rng.next() % 20) }
+        let b = (0..<300).map { _ in 20 + Int(rng.next() % 20) }
+        let data = try DataMixture(sources: [.init(name: "a", weight: 2, tokens: a), .init(name: "b", weight: 1, tokens: b)],
+                                   sequenceLength: 8, validationFraction: 0.1, seed: 3)
+        var options = TrainingOptions()
+        options.batchSize = 3
+        options.sequenceLength = 8
+        options.accumulationSteps = accumulation
+        options.steps = steps
+        options.schedule = LRSchedule(peak: 1e-2, warmupSteps: 2, totalSteps: steps)
+        let params = TrainableParameters(config: config, tiedEmbeddings: true, seed: 9)
+        return (try Trainer(parameters: params, data: data, options: options), data)
+    }
+
+    /// Training learns (loss falls on data with structure), and a run saved halfway and resumed
+    /// prints exactly the losses of the uninterrupted run: parameters, moments, step and data
+    /// position all come back.
+    func testResumeGivesTheSameLossesAsAnUninterruptedRun() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("llama-swift-train-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (straight, _) = try Self.tinyRun(steps: 30)
+        var losses: [Double] = []
+        for _ in 0..<30 { losses.append(try straight.trainStep().loss) }
+        XCTAssertLessThan(losses.suffix(5).reduce(0, +) / 5, losses.prefix(5).reduce(0, +) / 5 - 0.3, "loss does not fall: \(losses)")
+
+        let (first, _) = try Self.tinyRun(steps: 30)
+        for _ in 0..<13 { _ = try first.trainStep() }
+        try first.save(to: dir + "/c.lsckpt")
+        let (_, freshData) = try Self.tinyRun(steps: 30)
+        let resumed = try Trainer(resuming: try Trainer.loadCheckpoint(dir + "/c.lsckpt"), data: freshData)
+        XCTAssertEqual(resumed.step, 13)
+        for s in 13..<30 { XCTAssertEqual(try resumed.trainStep().loss, losses[s], "step \(s + 1)") }
+    }
+
+    func testBadCheckpointsAndDataGiveClearErrors() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("llama-swift-bad-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (trainer, data) = try Self.tinyRun()
+        let path = dir + "/c.lsckpt"
+        try trainer.save(to: path)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        // Truncated.
+        try bytes.prefix(bytes.count - 100).write(to: URL(fileURLWithPath: dir + "/short.lsckpt"))
+        XCTAssertThrowsError(try Trainer.loadCheckpoint(dir + "/short.lsckpt")) { e in
+            XCTAssertTrue("\(e)".contains("short.lsckpt") && "\(e)".contains("truncated"), "\(e)")
+        }
+        // Not a checkpoint.
+        try Data("GGUF and more bytes here".utf8).write(to: URL(fileURLWithPath: dir + "/other.lsckpt"))
+        XCTAssertThrowsError(try Trainer.loadCheckpoint(dir + "/other.lsckpt")) { e in XCTAssertTrue("\(e)".contains("not a"), "\(e)") }
+        // Corrupt description.
+        var corrupt = bytes
+        corrupt[20] = 0x7B
+        corrupt[21] = 0x7B
+        try corrupt.write(to: URL(fileURLWithPath: dir + "/corrupt.lsckpt"))
+        XCTAssertThrowsError(try Trainer.loadCheckpoint(dir + "/corrupt.lsckpt")) { e in XCTAssertTrue("\(e)".contains("corrupt"), "\(e)") }
+        // Resuming with other data sources.
+        let other = try DataMixture(sources: [.init(name: "c", weight: 1, tokens: Array(repeating: 1, count: 100))],
+                                    sequenceLength: 8, validationFraction: 0.1, seed: 1)
+        XCTAssertThrowsError(try Trainer(resuming: try Trainer.loadCheckpoint(path), data: other)) { e in
+            XCTAssertTrue("\(e)".contains("trained on a, b"), "\(e)")
+        }
+        _ = data
+        // Empty or too short data; sequences longer than the context.
+        XCTAssertThrowsError(try DataMixture(sources: [.init(name: "empty", weight: 1, tokens: [])], sequenceLength: 8,
+                                             validationFraction: 0.1, seed: 1)) { e in XCTAssertTrue("\(e)".contains("empty"), "\(e)") }
+        var options = trainer.options
+        options.sequenceLength = 64
+        let long = try DataMixture(sources: [.init(name: "x", weight: 1, tokens: Array(repeating: 1, count: 1000))], sequenceLength: 64,
+                                   validationFraction: 0.1, seed: 1)
+        XCTAssertThrowsError(try Trainer(parameters: trainer.parameters, data: long, options: options)) { e in
+            XCTAssertTrue("\(e)".contains("longer than the model's context"), "\(e)")
+        }
+    }
+
+    func testEmptyCorpusIsRejected() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("llama-swift-empty-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        FileManager.default.createFile(atPath: dir + "/empty.txt", contents: Data("\n\n".utf8))
+        let tokenizer = try TokenizerLoader.load(file: try SharedData.path("tokenizer/tok512.model"))
+        XCTAssertThrowsError(try TokenShard.write(files: [dir + "/empty.txt"], tokenizer: tokenizer, to: dir + "/e.tok")) { e in
+            XCTAssertTrue("\(e)".contains("empty"), "\(e)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/e.tok"))
+    }
 }

@@ -62,14 +62,24 @@ public enum GGUFExport {
     public static func write(_ model: Model, to path: String, recipe: Recipe,
                              progress: (_ done: Int, _ total: Int) -> Void = { _, _ in },
                              shouldContinue: () -> Bool = { true }) throws {
+        try write(weights: model.weights, tokenizer: model.tokenizer, name: model.name, chatTemplate: model.chatTemplate,
+                  source: model.path, to: path, recipe: recipe, progress: progress, shouldContinue: shouldContinue)
+    }
+
+    /// Writes `weights` with `tokenizer` (a model trained here, or any loaded model's parts);
+    /// `source` names where they came from in errors.
+    public static func write(weights w: Weights, tokenizer: any Tokenizer, name: String, chatTemplate: String?, source: String,
+                             to path: String, recipe: Recipe,
+                             progress: (_ done: Int, _ total: Int) -> Void = { _, _ in },
+                             shouldContinue: () -> Bool = { true }) throws {
         let fileType = recipe.fileType
-        let c = model.config
+        let c = w.config
         if c.ropeLayout == .halves && c.ropeDim != c.headDim {
-            throw LlamaError.invalidArgument("\(model.path): partial rotary embeddings (\(c.ropeDim) of \(c.headDim)) cannot be converted")
+            throw LlamaError.invalidArgument("\(source): partial rotary embeddings (\(c.ropeDim) of \(c.headDim)) cannot be converted")
         }
         var metadata: [(String, GGUFValue)] = [
             ("general.architecture", .string("llama")),
-            ("general.name", .string(model.name)),
+            ("general.name", .string(name)),
             ("general.file_type", .uint(fileType)),
             ("llama.context_length", .uint(UInt64(c.contextLength))),
             ("llama.embedding_length", .uint(UInt64(c.dim))),
@@ -85,10 +95,9 @@ public enum GGUFExport {
         if c.headDim != c.dim / c.headCount {
             metadata += [("llama.attention.key_length", .uint(UInt64(c.headDim))), ("llama.attention.value_length", .uint(UInt64(c.headDim)))]
         }
-        metadata += try tokenizerMetadata(model.tokenizer, vocabSize: c.vocabSize)
-        if let t = model.chatTemplate { metadata.append(("tokenizer.chat_template", .string(t))) }
+        metadata += try tokenizerMetadata(tokenizer, vocabSize: c.vocabSize)
+        if let t = chatTemplate { metadata.append(("tokenizer.chat_template", .string(t))) }
 
-        let w = model.weights
         var tensors: [GGUFWriter.StreamedTensor] = []
         func matrix(_ name: String, _ m: Matrix, role: String, layer: Int = 0, permuteHeads: Int? = nil) {
             var t = recipe.type(role: role, layer: layer, layers: c.layerCount)
