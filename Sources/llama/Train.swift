@@ -38,12 +38,12 @@ struct TrainingOptionGroup: ParsableArguments {
     var sequenceLength: Int = 256
     @Option(name: .customLong("accumulate"), help: "Micro-batches per optimizer step (token batch = batch × seq × accumulate).")
     var accumulationSteps: Int = 1
-    @Option(help: "Optimizer steps in the run.")
-    var steps: Int = 1000
-    @Option(help: "Peak learning rate.")
-    var lr: Float = 1e-3
-    @Option(help: "Linear warm-up steps (from 0 to the peak).")
-    var warmup: Int = 100
+    @Option(help: "Optimizer steps in the run (sft: default from --epochs).")
+    var steps: Int?
+    @Option(help: "Peak learning rate (default: pretrain 1e-3, sft 2e-5 as in Llama 2-Chat SFT).")
+    var lr: Float?
+    @Option(help: "Linear warm-up steps from 0 to the peak (default: pretrain 100, sft 3% of the steps).")
+    var warmup: Int?
     @Option(help: "Cosine decay ends at this fraction of the peak (SPEC: 0.1).")
     var minLrRatio: Float = 0.1
     @Option(help: "AdamW beta1.")
@@ -63,13 +63,14 @@ struct TrainingOptionGroup: ParsableArguments {
     @Option(help: "Seed for initialisation and data order.")
     var seed: UInt64 = 1
 
-    var options: TrainingOptions {
+    func options(steps defaultSteps: Int, lr defaultLR: Float, warmup defaultWarmup: (Int) -> Int) -> TrainingOptions {
         var o = TrainingOptions()
+        let steps = self.steps ?? defaultSteps
         o.batchSize = batchSize
         o.sequenceLength = sequenceLength
         o.accumulationSteps = accumulationSteps
         o.steps = steps
-        o.schedule = LRSchedule(peak: lr, warmupSteps: warmup, totalSteps: steps, minRatio: minLrRatio)
+        o.schedule = LRSchedule(peak: lr ?? defaultLR, warmupSteps: warmup ?? defaultWarmup(steps), totalSteps: steps, minRatio: minLrRatio)
         o.adamw.beta1 = beta1
         o.adamw.beta2 = beta2
         o.adamw.eps = eps
@@ -210,7 +211,8 @@ struct Pretrain: ParsableCommand {
 
             Writes into --out: checkpoint.lsckpt (every --save-every steps, at the end, and on Ctrl-C; \
             atomic), log.jsonl (one line per step and per validation), and at the end model.gguf \
-            (F32, with the tokenizer) for `llama run`, `llama eval` and llama.cpp. --resume continues \
+            (F32 unless --type, with the tokenizer) for `llama run` and llama.cpp, and hf/ (config.json, \
+            model.safetensors and the tokenizer file) for transformers. --resume continues \
             from the checkpoint with the same losses an uninterrupted run would have printed; give the \
             same options as the first run.
             """)
@@ -231,6 +233,8 @@ struct Pretrain: ParsableCommand {
     var t: Int?
     @Flag(help: "Continue the run saved in --out.")
     var resume = false
+    @Option(help: "Type of the exported model.gguf: f32, f16 or bf16.")
+    var type: ExportType = .f32
 
     func run() throws {
         Interrupt.install()
@@ -243,7 +247,7 @@ struct Pretrain: ParsableCommand {
             }
             return .init(name: path, weight: weight, tokens: try TokenShard.read(path, vocabSize: tok.vocabSize))
         }
-        let options = training.options
+        let options = training.options(steps: 1000, lr: 1e-3, warmup: { _ in 100 })
         let mixture = try DataMixture(sources: sources, sequenceLength: options.sequenceLength,
                                       validationFraction: options.validationFraction, seed: options.seed)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
@@ -256,9 +260,7 @@ struct Pretrain: ParsableCommand {
             if checkpoint.parameters.config != config {
                 throw LlamaError.invalidArgument("\(checkpointPath): the checkpoint's model shape differs from this command's (\(describe(checkpoint.parameters.config)) vs \(describe(config))); give the options of the first run")
             }
-            if checkpoint.options != options {
-                throw LlamaError.invalidArgument("\(checkpointPath): the checkpoint was made with other training options (\(differences(checkpoint.options, options))); give the options of the first run")
-            }
+            try checkSameOptions(checkpoint, options, checkpointPath)
             trainer = try Trainer(resuming: checkpoint, data: mixture, pool: pool)
             note("resuming at step \(trainer.step) of \(options.steps)")
         } else {
@@ -270,64 +272,89 @@ struct Pretrain: ParsableCommand {
             trainer = try Trainer(parameters: params, data: mixture, options: options, pool: pool)
             FileManager.default.createFile(atPath: logPath, contents: nil)
         }
-        let c = trainer.parameters.config
-        note(String(format: "model: %.2f M parameters (dim %d, %d layers, %d/%d heads, FFN %d, vocab %d); %d tokens per step; training data %d tokens, %d validation windows",
-                    Double(trainer.parameters.layout.count) / 1e6, c.dim, c.layerCount, c.headCount, c.kvHeadCount, c.hiddenDim,
-                    c.vocabSize, options.tokensPerStep, mixture.trainingTokens, mixture.validationWindows))
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        try log.seekToEnd()
-        func record(_ object: [String: Any]) throws {
-            let line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-            try log.write(contentsOf: line + Data("\n".utf8))
+        try runTraining(trainer, checkpointPath: checkpointPath, logPath: logPath, saveEvery: saveEvery) {
+            let modelPath = out + "/model.gguf"
+            try GGUFExport.write(weights: try trainer.parameters.weights(), tokenizer: tok,
+                                 name: URL(fileURLWithPath: out).lastPathComponent, chatTemplate: nil, source: checkpointPath,
+                                 to: modelPath, recipe: GGUFExport.Recipe.uniform(type.tensorType)!)
+            let copyable = tokenizer.hasSuffix(".model") || tokenizer.hasSuffix(".json")
+            try HFExport.write(trainer.parameters, to: out + "/hf", tokenizerFile: copyable ? tokenizer : nil,
+                               bosID: tok.bosID, eosID: tok.eosID)
+            return modelPath + " and " + out + "/hf"
         }
-        let started = DispatchTime.now().uptimeNanoseconds
-        let firstStep = trainer.step
-        var lastValidation: Double?
-        let stopped = try Interrupt.stoppable { keepGoing -> Bool in
-            while trainer.step < options.steps {
-                guard keepGoing() else { return true }
-                let r = try trainer.trainStep()
-                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-                let eta = elapsed / Double(r.step - firstStep) * Double(options.steps - r.step)
-                note(String(format: "step %d/%d | loss %.4f | lr %.2e | grad-norm %.3f | %.0f tok/s | ETA %@",
-                            r.step, options.steps, r.loss, r.lr, r.gradNorm, r.tokensPerSecond, duration(eta)))
-                try record(["step": r.step, "loss": r.loss, "lr": Double(r.lr), "grad_norm": Double(r.gradNorm),
-                            "tokens_per_second": r.tokensPerSecond])
-                if (options.evalEvery > 0 && r.step % options.evalEvery == 0) || r.step == options.steps {
-                    let v = try trainer.validationLoss()
-                    lastValidation = v
-                    note(String(format: "step %d: validation loss %.4f (perplexity %.2f)", r.step, v, exp(v)))
-                    try record(["step": r.step, "val_loss": v])
-                }
-                if saveEvery > 0 && r.step % saveEvery == 0 && r.step < options.steps { try trainer.save(to: checkpointPath) }
+    }
+
+}
+
+func describe(_ c: ModelConfig) -> String {
+    "dim \(c.dim), \(c.layerCount) layers, \(c.headCount)/\(c.kvHeadCount) heads, FFN \(c.hiddenDim), vocab \(c.vocabSize), context \(c.contextLength)"
+}
+
+/// A resumed run must be the run that was saved: same training options.
+func checkSameOptions(_ checkpoint: Trainer.Checkpoint, _ options: TrainingOptions, _ path: String) throws {
+    guard checkpoint.options != options else { return }
+    let ea = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(checkpoint.options))) as? [String: Any] ?? [:]
+    let eb = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(options))) as? [String: Any] ?? [:]
+    let keys = Set(ea.keys).union(eb.keys).sorted().filter { "\(ea[$0] ?? "-")" != "\(eb[$0] ?? "-")" }
+    let list = keys.map { "\($0): \(ea[$0] ?? "-") then, \(eb[$0] ?? "-") now" }.joined(separator: "; ")
+    throw LlamaError.invalidArgument("\(path): the checkpoint was made with other training options (\(list)); give the options of the first run")
+}
+
+enum ExportType: String, ExpressibleByArgument, CaseIterable {
+    case f32, f16, bf16
+    var tensorType: TensorType { switch self { case .f32: .f32; case .f16: .f16; case .bf16: .bf16 } }
+}
+
+/// Steps `trainer` to the end of its run with progress on stderr and one JSON line per step
+/// (and per validation) in `logPath`; saves `checkpointPath` every `saveEvery` steps, at the end
+/// and on Ctrl-C; at the end calls `export` (which returns the path it wrote).
+func runTraining(_ trainer: Trainer, checkpointPath: String, logPath: String, saveEvery: Int,
+                 export: () throws -> String) throws {
+    let options = trainer.options
+    let c = trainer.parameters.config
+    note(String(format: "model: %.2f M parameters (%@); %d tokens per step; training data %d tokens, %d validation windows",
+                Double(trainer.parameters.layout.count) / 1e6, describe(c), options.tokensPerStep,
+                trainer.data.trainingTokens, trainer.data.validationWindows))
+    if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+    let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+    try log.seekToEnd()
+    func record(_ object: [String: Any]) throws {
+        let line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        try log.write(contentsOf: line + Data("\n".utf8))
+    }
+    let started = DispatchTime.now().uptimeNanoseconds
+    let firstStep = trainer.step
+    var lastValidation: Double?
+    let stopped = try Interrupt.stoppable { keepGoing -> Bool in
+        while trainer.step < options.steps {
+            guard keepGoing() else { return true }
+            let r = try trainer.trainStep()
+            let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            let eta = elapsed / Double(r.step - firstStep) * Double(options.steps - r.step)
+            note(String(format: "step %d/%d | loss %.4f | lr %.2e | grad-norm %.3f | %.0f tok/s | ETA %@",
+                        r.step, options.steps, r.loss, r.lr, r.gradNorm, r.tokensPerSecond, duration(eta)))
+            try record(["step": r.step, "loss": r.loss, "lr": Double(r.lr), "grad_norm": Double(r.gradNorm),
+                        "tokens_per_second": r.tokensPerSecond])
+            if (options.evalEvery > 0 && r.step % options.evalEvery == 0) || r.step == options.steps {
+                let v = try trainer.validationLoss()
+                lastValidation = v
+                note(String(format: "step %d: validation loss %.4f (perplexity %.2f)", r.step, v, exp(v)))
+                try record(["step": r.step, "val_loss": v])
             }
-            return false
+            if saveEvery > 0 && r.step % saveEvery == 0 && r.step < options.steps { try trainer.save(to: checkpointPath) }
         }
-        try trainer.save(to: checkpointPath)
-        try log.close()
-        if stopped {
-            note("interrupted at step \(trainer.step): saved \(checkpointPath); continue with the same command and --resume")
-            return
-        }
-        let modelPath = out + "/model.gguf"
-        try GGUFExport.write(weights: try trainer.parameters.weights(), tokenizer: tok,
-                             name: URL(fileURLWithPath: out).lastPathComponent, chatTemplate: nil, source: checkpointPath,
-                             to: modelPath, recipe: GGUFExport.Recipe.uniform(.f32)!)
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-        note(String(format: "done: %d steps in %@, final validation loss %@; wrote %@ and %@", trainer.step - firstStep, duration(seconds),
-                    lastValidation.map { String(format: "%.4f", $0) } ?? "-", checkpointPath, modelPath))
+        return false
     }
-
-    private func describe(_ c: ModelConfig) -> String {
-        "dim \(c.dim), \(c.layerCount) layers, \(c.headCount)/\(c.kvHeadCount) heads, FFN \(c.hiddenDim), vocab \(c.vocabSize), context \(c.contextLength)"
+    try trainer.save(to: checkpointPath)
+    try log.close()
+    if stopped {
+        note("interrupted at step \(trainer.step): saved \(checkpointPath); continue with the same command and --resume")
+        return
     }
-
-    private func differences(_ a: TrainingOptions, _ b: TrainingOptions) -> String {
-        let ea = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(a))) as? [String: Any] ?? [:]
-        let eb = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(b))) as? [String: Any] ?? [:]
-        let keys = Set(ea.keys).union(eb.keys).sorted().filter { "\(ea[$0] ?? "-")" != "\(eb[$0] ?? "-")" }
-        return keys.map { "\($0): \(ea[$0] ?? "-") then, \(eb[$0] ?? "-") now" }.joined(separator: "; ")
-    }
+    let modelPath = try export()
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+    note(String(format: "done: %d steps in %@, final validation loss %@; wrote %@ and %@", trainer.step - firstStep, duration(seconds),
+                lastValidation.map { String(format: "%.4f", $0) } ?? "-", checkpointPath, modelPath))
 }
 
 /// "1h02m", "3m05s", "12s".
@@ -338,3 +365,86 @@ func duration(_ seconds: Double) -> String {
     if s >= 60 { return String(format: "%dm%02ds", s / 60, s % 60) }
     return "\(s)s"
 }
+
+struct SFT: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sft",
+        abstract: "Supervised fine-tuning of a model on chat examples (Llama 2-Chat SFT, SPEC.md §4.1).",
+        discussion: """
+            Examples (JSONL): {"messages": [{"role", "content"}, …]}, {"question", "answer"} (GSM8K), \
+            {"prompt", "response"} or {"instruction", "input", "output"}. Each is rendered in the \
+            model's chat format (--template to override), every token marked as prompt or answer while \
+            the sequence is built; examples are packed back to back and cut into --seq-token sequences; \
+            the loss counts answer tokens only (each answer with its end-of-turn token). The model \
+            (any loadable file, quantized ones dequantised) trains in Float32; the last \
+            --validation-fraction of the packed stream is held out. Defaults follow the paper where \
+            a CPU allows: cosine schedule, peak 2e-5, weight decay 0.1, 2 epochs.
+
+            Writes into --out: checkpoint.lsckpt, log.jsonl and, at the end, model.gguf with the \
+            model's tokenizer and chat template. --resume continues a run (same options).
+            """)
+
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Chat examples (JSONL).")
+    var data: String
+    @Option(help: "Output directory.")
+    var out: String
+    @Option(help: "Chat format: chatml, llama2 or llama3 (default: from the model's template).")
+    var template: ChatFormat?
+    @Option(help: "Passes over the examples (when --steps is not given).")
+    var epochs: Double = 2
+    @OptionGroup var training: TrainingOptionGroup
+    @Option(help: "Save a checkpoint every N steps (0: only at the end and on Ctrl-C).")
+    var saveEvery: Int = 100
+    @Flag(help: "Continue the run saved in --out.")
+    var resume = false
+    @Option(help: "Type of the exported model.gguf: f32, f16 or bf16.")
+    var type: ExportType = .f32
+
+    func run() throws {
+        Interrupt.install()
+        let m = try model.load()
+        let format = template ?? ChatFormat.detect(template: m.chatTemplate, tokenizer: m.tokenizer)
+        let examples = try SFTData.load(data)
+        let packed = try SFTData.pack(examples, format: format, tokenizer: m.tokenizer,
+                                      defaultSystem: ChatFormat.defaultSystemPrompt(template: m.chatTemplate))
+        let learned = packed.learned.filter { $0 }.count
+        note("\(data): \(examples.count) examples, \(packed.tokens.count) tokens (\(learned) answer tokens learned), format \(format.rawValue)")
+        let windows = packed.tokens.count / (training.sequenceLength + 1)
+        let trainWindows = max(1, windows - max(1, Int((Double(windows) * training.validationFraction).rounded())))
+        let perStep = training.batchSize * training.accumulationSteps
+        let epochSteps = max(1, Int((Double(trainWindows) * epochs / Double(perStep)).rounded(.up)))
+        let options = training.options(steps: epochSteps, lr: 2e-5, warmup: { max(1, $0 * 3 / 100) })
+        let mixture = try DataMixture(sources: [.init(name: data, weight: 1, tokens: packed.tokens, learned: packed.learned)],
+                                      sequenceLength: options.sequenceLength, validationFraction: options.validationFraction,
+                                      seed: options.seed)
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let checkpointPath = out + "/checkpoint.lsckpt", logPath = out + "/log.jsonl"
+        let pool = try model.pool()
+        let trainer: Trainer
+        if resume {
+            let checkpoint = try Trainer.loadCheckpoint(checkpointPath)
+            if checkpoint.parameters.config != m.config {
+                throw LlamaError.invalidArgument("\(checkpointPath): the checkpoint's model (\(describe(checkpoint.parameters.config))) is not \(m.path) (\(describe(m.config)))")
+            }
+            try checkSameOptions(checkpoint, options, checkpointPath)
+            trainer = try Trainer(resuming: checkpoint, data: mixture, pool: pool)
+            note("resuming at step \(trainer.step) of \(options.steps)")
+        } else {
+            if FileManager.default.fileExists(atPath: checkpointPath) {
+                throw LlamaError.invalidArgument("\(checkpointPath) exists: pass --resume to continue it, or choose another --out")
+            }
+            trainer = try Trainer(parameters: TrainableParameters(weights: m.weights), data: mixture, options: options, pool: pool)
+            FileManager.default.createFile(atPath: logPath, contents: nil)
+        }
+        try runTraining(trainer, checkpointPath: checkpointPath, logPath: logPath, saveEvery: saveEvery) {
+            let modelPath = out + "/model.gguf"
+            try GGUFExport.write(weights: try trainer.parameters.weights(), tokenizer: m.tokenizer, name: m.name + " SFT",
+                                 chatTemplate: m.chatTemplate, source: checkpointPath, to: modelPath,
+                                 recipe: GGUFExport.Recipe.uniform(type.tensorType)!)
+            return modelPath
+        }
+    }
+}
+
+extension ChatFormat: ExpressibleByArgument {}

@@ -238,4 +238,26 @@ final class TrainingTests: XCTestCase {
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/e.tok"))
     }
+
+    /// A Hugging Face export reads back as the same tensors; from a GGUF (Meta's interleaved q/k
+    /// rows) it gives exactly the tensors of the original transformers checkpoint.
+    func testHuggingFaceExportRoundTrips() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("llama-swift-hf-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (_, tiny) = try Self.tiny()
+        try HFExport.write(tiny, to: dir + "/tiny", tokenizerFile: nil, bosID: 1, eosID: 2)
+        let back = TrainableParameters(weights: try HFDirectory.loadWeights(directory: dir + "/tiny").0)
+        XCTAssertEqual(back.layout.slots, tiny.layout.slots)
+        XCTAssertEqual(back.values.array, tiny.values.array)
+
+        let gguf = try GGUFFile(path: try SharedData.path("reference/ref-gqa-32k/ref-gqa-32k-f32.gguf"))
+        let fromGGUF = TrainableParameters(weights: try gguf.loadWeights())
+        XCTAssertEqual(fromGGUF.config.ropeLayout, .interleaved)
+        try HFExport.write(fromGGUF, to: dir + "/gqa", tokenizerFile: nil, bosID: 1, eosID: 2)
+        let exported = TrainableParameters(weights: try HFDirectory.loadWeights(directory: dir + "/gqa").0)
+        let original = TrainableParameters(weights: try HFDirectory.loadWeights(directory: try SharedData.path("reference/ref-gqa-32k/hf")).0)
+        for slot in original.layout.slots {
+            XCTAssertEqual(Array(exported.tensor(slot.name)!), Array(original.tensor(slot.name)!), slot.name)
+        }
+    }
 }

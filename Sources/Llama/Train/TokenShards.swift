@@ -89,10 +89,25 @@ public final class DataMixture: @unchecked Sendable {
         public let name: String
         public let weight: Double
         public let tokens: [Int]
-        public init(name: String, weight: Double, tokens: [Int]) {
+        /// Which tokens are learned (supervised fine-tuning: answer tokens only); nil: all.
+        /// A target whose token is not learned is ignored (no loss, no gradient).
+        public let learned: [Bool]?
+        public init(name: String, weight: Double, tokens: [Int], learned: [Bool]? = nil) {
+            precondition(learned == nil || learned!.count == tokens.count)
             self.name = name
             self.weight = weight
             self.tokens = tokens
+            self.learned = learned
+        }
+
+        /// The window starting at `start`: inputs and next-token targets (-1 where not learned).
+        func window(_ start: Int, _ length: Int) -> (tokens: ArraySlice<Int>, targets: [Int]) {
+            let inputs = tokens[start..<(start + length)]
+            var targets = Array(tokens[(start + 1)...(start + length)])
+            if let learned {
+                for i in targets.indices where !learned[start + 1 + i] { targets[i] = -1 }
+            }
+            return (inputs, targets)
         }
     }
 
@@ -175,9 +190,9 @@ public final class DataMixture: @unchecked Sendable {
             }
             let start = train[s][order[s][state.cursors[s]]]
             state.cursors[s] += 1
-            let window = sources[s].tokens[start..<(start + sequenceLength + 1)]
-            tokens += window.dropLast()
-            targets += window.dropFirst()
+            let window = sources[s].window(start, sequenceLength)
+            tokens += window.tokens
+            targets += window.targets
         }
         return (tokens, targets)
     }
@@ -193,9 +208,9 @@ public final class DataMixture: @unchecked Sendable {
             for r in 0..<rows {
                 if i + r < all.count {
                     let (s, st) = all[i + r]
-                    let window = sources[s].tokens[st..<(st + sequenceLength + 1)]
-                    tokens += window.dropLast()
-                    targets += window.dropFirst()
+                    let window = sources[s].window(st, sequenceLength)
+                    tokens += window.tokens
+                    targets += window.targets
                 } else {
                     tokens += Array(repeating: 0, count: sequenceLength)
                     targets += Array(repeating: -1, count: sequenceLength)

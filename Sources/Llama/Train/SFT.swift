@@ -1,0 +1,124 @@
+import Foundation
+
+/// Supervised fine-tuning data (SPEC.md §4.1): chat examples rendered in the model's chat
+/// format, every token marked learned (answer) or not (prompt) while the sequence is assembled,
+/// then packed back to back into one stream that training cuts into full sequences.
+public enum SFTData {
+    /// One piece of a rendered conversation.
+    public struct Segment: Sendable, Equatable {
+        public var tokens: [Int]
+        public var learned: Bool
+    }
+
+    /// Reads chat examples from JSONL, one per line, in any of these shapes:
+    /// `{"messages": [{"role": "user", "content": …}, {"role": "assistant", …}, …]}`,
+    /// `{"question": …, "answer": …}` (GSM8K), `{"prompt": …, "response"|"completion": …}`,
+    /// `{"instruction": …, "input"?: …, "output": …}` (Alpaca).
+    public static func load(_ path: String) throws -> [[ChatMessage]] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw LlamaError.fileNotFound(path) }
+        guard let text = String(data: data, encoding: .utf8) else { throw LlamaError.invalidUTF8(what: path) }
+        var examples: [[ChatMessage]] = []
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            func bad(_ why: String) -> LlamaError { .corrupt(file: path, offset: nil, reason: "line \(n + 1): \(why)") }
+            guard let object = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any] else {
+                throw bad("not a JSON object")
+            }
+            if let messages = object["messages"] as? [[String: Any]] {
+                examples.append(try messages.enumerated().map { i, m in
+                    guard let r = m["role"] as? String, let role = ChatMessage.Role(rawValue: r) else {
+                        throw bad("message \(i + 1) has no role system, user or assistant")
+                    }
+                    guard let content = m["content"] as? String else { throw bad("message \(i + 1) has no text 'content'") }
+                    return ChatMessage(role, content)
+                })
+            } else if let q = object["question"] as? String, let a = object["answer"] as? String {
+                examples.append([ChatMessage(.user, q), ChatMessage(.assistant, a)])
+            } else if let p = object["prompt"] as? String, let a = (object["response"] ?? object["completion"]) as? String {
+                examples.append([ChatMessage(.user, p), ChatMessage(.assistant, a)])
+            } else if let i = object["instruction"] as? String, let a = object["output"] as? String {
+                let input = (object["input"] as? String).map { $0.isEmpty ? "" : "\n\n" + $0 } ?? ""
+                examples.append([ChatMessage(.user, i + input), ChatMessage(.assistant, a)])
+            } else {
+                throw bad("expected 'messages', 'question'/'answer', 'prompt'/'response' or 'instruction'/'output'")
+            }
+            guard examples.last!.contains(where: { $0.role == .assistant }) else { throw bad("no assistant message to learn") }
+        }
+        guard !examples.isEmpty else { throw LlamaError.invalidArgument("\(path): no examples") }
+        return examples
+    }
+
+    /// The conversation as the chat format renders it at inference (`ChatFormat.render` gives the
+    /// same tokens for every prefix ending in a user turn), in segments: assistant answers with
+    /// their end-of-turn marker are learned; everything else (system, user turns, role headers) is not.
+    public static func segments(_ messages: [ChatMessage], format: ChatFormat, tokenizer: any Tokenizer,
+                                defaultSystem: String? = nil) throws -> [Segment] {
+        var out: [Segment] = []
+        func add(_ tokens: [Int], _ learned: Bool) { if !tokens.isEmpty { out.append(Segment(tokens: tokens, learned: learned)) } }
+        func special(_ text: String) -> [Int] { tokenizer.encode(text, addBOS: false, parseSpecial: true) }
+        switch format {
+        case .chatml:
+            if tokenizer.addsBOS, let bos = tokenizer.bosID { add([bos], false) }
+            if messages.first?.role != .system, let s = defaultSystem { add(special("<|im_start|>system\n\(s)<|im_end|>\n"), false) }
+            for m in messages {
+                if m.role == .assistant {
+                    add(special("<|im_start|>assistant\n"), false)
+                    add(special(m.content + "<|im_end|>"), true)
+                    add(special("\n"), false)
+                } else {
+                    add(special("<|im_start|>\(m.role.rawValue)\n\(m.content)<|im_end|>\n"), false)
+                }
+            }
+        case .llama3:
+            add(special("<|begin_of_text|>"), false)
+            for m in messages {
+                add(special("<|start_header_id|>\(m.role.rawValue)<|end_header_id|>\n\n"), false)
+                let content = m.content.trimmingCharacters(in: .whitespacesAndNewlines)
+                add(special(content + "<|eot_id|>"), m.role == .assistant)
+            }
+        case .llama2:
+            // Meta's encoding: each (user, answer) pair is one encode of "[INST] u [/INST] a "
+            // with BOS, then EOS. The answer is what that encoding adds to the prompt's own.
+            var dialog = messages
+            if dialog.first?.role == .system {
+                guard dialog.count >= 2 else { throw LlamaError.invalidArgument("a system message must be followed by a user message") }
+                dialog = [ChatMessage(.user, "<<SYS>>\n" + dialog[0].content + "\n<</SYS>>\n\n" + dialog[1].content)] + dialog[2...]
+            }
+            for (i, m) in dialog.enumerated() where m.role != (i % 2 == 0 ? .user : .assistant) {
+                throw LlamaError.invalidArgument("Llama 2 chat needs alternating user/assistant turns (message \(i + 1) is '\(m.role.rawValue)')")
+            }
+            func strip(_ s: String) -> String { s.trimmingCharacters(in: .whitespacesAndNewlines) }
+            var i = 0
+            while i < dialog.count {
+                let prompt = tokenizer.encode("[INST] \(strip(dialog[i].content)) [/INST]", addBOS: true, parseSpecial: false)
+                guard i + 1 < dialog.count else {
+                    add(prompt, false)
+                    break
+                }
+                let full = tokenizer.encode("[INST] \(strip(dialog[i].content)) [/INST] \(strip(dialog[i + 1].content)) ",
+                                            addBOS: true, parseSpecial: false)
+                guard full.starts(with: prompt) else {
+                    throw LlamaError.invalidArgument("turn \(i / 2 + 1): the answer changes how the prompt tokenizes; cannot separate them")
+                }
+                add(prompt, false)
+                add(Array(full[prompt.count...]) + (tokenizer.eosID.map { [$0] } ?? []), true)
+                i += 2
+            }
+        }
+        return out
+    }
+
+    /// All examples back to back: the token stream and which tokens are learned.
+    public static func pack(_ examples: [[ChatMessage]], format: ChatFormat, tokenizer: any Tokenizer,
+                            defaultSystem: String? = nil) throws -> (tokens: [Int], learned: [Bool]) {
+        var tokens: [Int] = [], learned: [Bool] = []
+        for e in examples {
+            for s in try segments(e, format: format, tokenizer: tokenizer, defaultSystem: defaultSystem) {
+                tokens += s.tokens
+                learned += Array(repeating: s.learned, count: s.tokens.count)
+            }
+        }
+        return (tokens, learned)
+    }
+}
