@@ -448,3 +448,52 @@ struct SFT: ParsableCommand {
 }
 
 extension ChatFormat: ExpressibleByArgument {}
+
+struct TrainTokenizer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train-tokenizer",
+        abstract: "Learn a SentencePiece-style BPE tokenizer from text and write tokenizer.model.",
+        discussion: """
+            The Llama tokenizer's settings: whitespace as ▁ with a dummy prefix, digits split, \
+            characters beyond --character-coverage left to <0xNN> byte fallback, <unk>/<s>/</s> as \
+            ids 0/1/2. Each line is a sentence; pieces never cross whitespace. The file is the \
+            protobuf the sentencepiece library reads (sentencepiece.SentencePieceProcessor(model_file=…)) \
+            and encodes exactly as this program does; written atomically.
+            """)
+
+    @Option(help: "Vocabulary size, including <unk>, <s>, </s> and the 256 byte pieces.")
+    var vocabSize: Int = 4096
+    @Option(name: [.short, .long], help: "Output file (tokenizer.model).")
+    var output: String
+    @Option(help: "Fraction of the text's characters the vocabulary must cover; the rarest others fall back to bytes.")
+    var characterCoverage: Double = 0.9995
+    @Flag(inversion: .prefixedNo, help: "Keep every digit a piece of its own.")
+    var splitDigits = true
+    @Flag(inversion: .prefixedNo, help: "Encode characters outside the vocabulary as <0xNN> byte pieces.")
+    var byteFallback = true
+    @Argument(help: "UTF-8 text files.")
+    var files: [String]
+
+    func run() throws {
+        var text = ""
+        for f in files {
+            guard let data = FileManager.default.contents(atPath: f) else { throw LlamaError.fileNotFound(f) }
+            guard let s = String(data: data, encoding: .utf8) else { throw LlamaError.invalidUTF8(what: f) }
+            text += s
+            if !text.hasSuffix("\n") { text += "\n" }
+        }
+        var options = TokenizerTrainer.Options()
+        options.vocabSize = vocabSize
+        options.characterCoverage = characterCoverage
+        options.splitDigits = splitDigits
+        options.byteFallback = byteFallback
+        let start = DispatchTime.now().uptimeNanoseconds
+        let result = try TokenizerTrainer.train(text: text, options: options) { done, total in
+            FileHandle.standardError.write(Data("\rmerges: \(done)/\(total)".utf8))
+        }
+        try TokenizerTrainer.write(result, to: output)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        note(String(format: "\n%@: %d pieces (%d merges, %d characters) in %.1f s", output, result.pieces.count,
+                    result.merges, result.characters, seconds))
+    }
+}
