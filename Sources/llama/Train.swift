@@ -250,28 +250,12 @@ struct Pretrain: ParsableCommand {
         let options = training.options(steps: 1000, lr: 1e-3, warmup: { _ in 100 })
         let mixture = try DataMixture(sources: sources, sequenceLength: options.sequenceLength,
                                       validationFraction: options.validationFraction, seed: options.seed)
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let checkpointPath = out + "/checkpoint.lsckpt", logPath = out + "/log.jsonl"
-        let pool = t.map { ThreadPool(threads: $0) } ?? .shared
-        let trainer: Trainer
-        if resume {
-            let checkpoint = try Trainer.loadCheckpoint(checkpointPath)
-            let config = try shape.config(vocabSize: tok.vocabSize, context: context ?? options.sequenceLength)
-            if checkpoint.parameters.config != config {
-                throw LlamaError.invalidArgument("\(checkpointPath): the checkpoint's model shape differs from this command's (\(describe(checkpoint.parameters.config)) vs \(describe(config))); give the options of the first run")
+        let config = try shape.config(vocabSize: tok.vocabSize, context: context ?? options.sequenceLength)
+        let (trainer, checkpointPath, logPath) = try startOrResume(
+            out: out, resume: resume, config: config, options: options, data: mixture,
+            pool: t.map { ThreadPool(threads: $0) } ?? .shared) {
+                TrainableParameters(config: config, tiedEmbeddings: shape.tiedEmbeddings, seed: options.seed)
             }
-            try checkSameOptions(checkpoint, options, checkpointPath)
-            trainer = try Trainer(resuming: checkpoint, data: mixture, pool: pool)
-            note("resuming at step \(trainer.step) of \(options.steps)")
-        } else {
-            if FileManager.default.fileExists(atPath: checkpointPath) {
-                throw LlamaError.invalidArgument("\(checkpointPath) exists: pass --resume to continue it, or choose another --out")
-            }
-            let config = try shape.config(vocabSize: tok.vocabSize, context: context ?? options.sequenceLength)
-            let params = TrainableParameters(config: config, tiedEmbeddings: shape.tiedEmbeddings, seed: options.seed)
-            trainer = try Trainer(parameters: params, data: mixture, options: options, pool: pool)
-            FileManager.default.createFile(atPath: logPath, contents: nil)
-        }
         try runTraining(trainer, checkpointPath: checkpointPath, logPath: logPath, saveEvery: saveEvery) {
             let modelPath = out + "/model.gguf"
             try GGUFExport.write(weights: try trainer.parameters.weights(), tokenizer: tok,
@@ -290,13 +274,49 @@ func describe(_ c: ModelConfig) -> String {
     "dim \(c.dim), \(c.layerCount) layers, \(c.headCount)/\(c.kvHeadCount) heads, FFN \(c.hiddenDim), vocab \(c.vocabSize), context \(c.contextLength)"
 }
 
+/// A new run in `out` (refused when a checkpoint is already there), or with `resume` the saved
+/// one, which must be the same model shape, options and data sources.
+func startOrResume(out: String, resume: Bool, config: ModelConfig, options: TrainingOptions, data: DataMixture,
+                   pool: ThreadPool, fresh: () throws -> TrainableParameters) throws -> (Trainer, String, String) {
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    let checkpointPath = out + "/checkpoint.lsckpt", logPath = out + "/log.jsonl"
+    if resume {
+        let checkpoint = try Trainer.loadCheckpoint(checkpointPath)
+        if checkpoint.parameters.config != config {
+            throw LlamaError.invalidArgument("\(checkpointPath): the checkpoint's model (\(describe(checkpoint.parameters.config))) differs from this command's (\(describe(config))); give the options of the first run")
+        }
+        try checkSameOptions(checkpoint, options, checkpointPath)
+        let trainer = try Trainer(resuming: checkpoint, data: data, pool: pool)
+        note("resuming at step \(trainer.step) of \(options.steps)")
+        return (trainer, checkpointPath, logPath)
+    }
+    if FileManager.default.fileExists(atPath: checkpointPath) {
+        throw LlamaError.invalidArgument("\(checkpointPath) exists: pass --resume to continue it, or choose another --out")
+    }
+    let trainer = try Trainer(parameters: try fresh(), data: data, options: options, pool: pool)
+    FileManager.default.createFile(atPath: logPath, contents: nil)
+    return (trainer, checkpointPath, logPath)
+}
+
 /// A resumed run must be the run that was saved: same training options.
 func checkSameOptions(_ checkpoint: Trainer.Checkpoint, _ options: TrainingOptions, _ path: String) throws {
     guard checkpoint.options != options else { return }
-    let ea = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(checkpoint.options))) as? [String: Any] ?? [:]
-    let eb = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(options))) as? [String: Any] ?? [:]
-    let keys = Set(ea.keys).union(eb.keys).sorted().filter { "\(ea[$0] ?? "-")" != "\(eb[$0] ?? "-")" }
-    let list = keys.map { "\($0): \(ea[$0] ?? "-") then, \(eb[$0] ?? "-") now" }.joined(separator: "; ")
+    // Leaf values by dotted path ("schedule.peak"), so the message names exactly what changed.
+    func leaves(_ o: TrainingOptions) -> [String: String] {
+        var out: [String: String] = [:]
+        func walk(_ v: Any, _ path: String) {
+            if let dict = v as? [String: Any] {
+                for (k, x) in dict { walk(x, path.isEmpty ? k : path + "." + k) }
+            } else {
+                out[path] = "\(v)"
+            }
+        }
+        walk((try? JSONSerialization.jsonObject(with: JSONEncoder().encode(o))) ?? [:], "")
+        return out
+    }
+    let then = leaves(checkpoint.options), now = leaves(options)
+    let keys = Set(then.keys).union(now.keys).sorted().filter { then[$0] != now[$0] }
+    let list = keys.map { "\($0): \(then[$0] ?? "-") then, \(now[$0] ?? "-") now" }.joined(separator: "; ")
     throw LlamaError.invalidArgument("\(path): the checkpoint was made with other training options (\(list)); give the options of the first run")
 }
 
@@ -418,25 +438,10 @@ struct SFT: ParsableCommand {
         let mixture = try DataMixture(sources: [.init(name: data, weight: 1, tokens: packed.tokens, learned: packed.learned)],
                                       sequenceLength: options.sequenceLength, validationFraction: options.validationFraction,
                                       seed: options.seed)
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let checkpointPath = out + "/checkpoint.lsckpt", logPath = out + "/log.jsonl"
-        let pool = try model.pool()
-        let trainer: Trainer
-        if resume {
-            let checkpoint = try Trainer.loadCheckpoint(checkpointPath)
-            if checkpoint.parameters.config != m.config {
-                throw LlamaError.invalidArgument("\(checkpointPath): the checkpoint's model (\(describe(checkpoint.parameters.config))) is not \(m.path) (\(describe(m.config)))")
+        let (trainer, checkpointPath, logPath) = try startOrResume(
+            out: out, resume: resume, config: m.config, options: options, data: mixture, pool: try model.pool()) {
+                TrainableParameters(weights: m.weights)
             }
-            try checkSameOptions(checkpoint, options, checkpointPath)
-            trainer = try Trainer(resuming: checkpoint, data: mixture, pool: pool)
-            note("resuming at step \(trainer.step) of \(options.steps)")
-        } else {
-            if FileManager.default.fileExists(atPath: checkpointPath) {
-                throw LlamaError.invalidArgument("\(checkpointPath) exists: pass --resume to continue it, or choose another --out")
-            }
-            trainer = try Trainer(parameters: TrainableParameters(weights: m.weights), data: mixture, options: options, pool: pool)
-            FileManager.default.createFile(atPath: logPath, contents: nil)
-        }
         try runTraining(trainer, checkpointPath: checkpointPath, logPath: logPath, saveEvery: saveEvery) {
             let modelPath = out + "/model.gguf"
             try GGUFExport.write(weights: try trainer.parameters.weights(), tokenizer: m.tokenizer, name: m.name + " SFT",
