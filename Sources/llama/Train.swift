@@ -407,8 +407,8 @@ struct SFT: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @Option(help: "Chat examples (JSONL).")
     var data: String
-    @Option(help: "Output directory.")
-    var out: String
+    @Option(help: "Output directory (not needed with --evaluate).")
+    var out: String = "sft"
     @Option(help: "Chat format: chatml, llama2 or llama3 (default: from the model's template).")
     var template: ChatFormat?
     @Option(help: "Passes over the examples (when --steps is not given).")
@@ -420,16 +420,30 @@ struct SFT: ParsableCommand {
     var resume = false
     @Option(help: "Type of the exported model.gguf: f32, f16 or bf16.")
     var type: ExportType = .f32
+    @Option(help: "Use only the first N examples.")
+    var limit: Int?
+    @Flag(help: "Do not train: print the model's mean loss per answer token on --data (e.g. held-out examples).")
+    var evaluate = false
 
     func run() throws {
         Interrupt.install()
         let m = try model.load()
         let format = template ?? ChatFormat.detect(template: m.chatTemplate, tokenizer: m.tokenizer)
-        let examples = try SFTData.load(data)
+        var examples = try SFTData.load(data)
+        if let limit { examples = Array(examples.prefix(limit)) }
         let packed = try SFTData.pack(examples, format: format, tokenizer: m.tokenizer,
                                       defaultSystem: ChatFormat.defaultSystemPrompt(template: m.chatTemplate))
         let learned = packed.learned.filter { $0 }.count
         note("\(data): \(examples.count) examples, \(packed.tokens.count) tokens (\(learned) answer tokens learned), format \(format.rawValue)")
+        if evaluate {
+            let r = try SFTData.answerLoss(TrainableParameters(weights: m.weights), tokens: packed.tokens, learned: packed.learned,
+                                           sequenceLength: training.sequenceLength, batchSize: training.batchSize,
+                                           pool: try model.pool()) { done, total in
+                FileHandle.standardError.write(Data("\rwindows: \(done)/\(total)".utf8))
+            }
+            emit(String(format: "\nanswer-token loss %.4f nats over %d tokens (%@)\n", r.loss, r.count, m.path))
+            return
+        }
         let windows = packed.tokens.count / (training.sequenceLength + 1)
         let trainWindows = max(1, windows - max(1, Int((Double(windows) * training.validationFraction).rounded())))
         let perStep = training.batchSize * training.accumulationSteps

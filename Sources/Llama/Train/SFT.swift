@@ -1,4 +1,5 @@
 import Foundation
+import LlamaKernels
 
 /// Supervised fine-tuning data (SPEC.md §4.1): chat examples rendered in the model's chat
 /// format, every token marked learned (answer) or not (prompt) while the sequence is assembled,
@@ -120,5 +121,36 @@ public enum SFTData {
             }
         }
         return (tokens, learned)
+    }
+
+    /// Mean loss per learned token of `parameters` over the whole packed stream, cut into
+    /// windows of `sequenceLength + 1` as training cuts it (the answer-token loss of a model on
+    /// held-out examples). Returns the mean (nats) and how many targets counted.
+    public static func answerLoss(_ parameters: TrainableParameters, tokens: [Int], learned: [Bool], sequenceLength: Int,
+                                  batchSize: Int, pool: ThreadPool = .shared,
+                                  progress: (Int, Int) -> Void = { _, _ in }) throws -> (loss: Double, count: Int) {
+        let source = DataMixture.Source(name: "eval", weight: 1, tokens: tokens, learned: learned)
+        let windows = tokens.count / (sequenceLength + 1)
+        guard windows > 0 else { throw LlamaError.invalidArgument("\(tokens.count) tokens: not one window of \(sequenceLength + 1)") }
+        let model = BackpropModel(parameters: parameters, batchSize: batchSize, sequenceLength: sequenceLength, pool: pool)
+        var sum = 0.0, count = 0
+        for first in stride(from: 0, to: windows, by: batchSize) {
+            var batchTokens: [Int] = [], batchTargets: [Int] = []
+            for w in first..<(first + batchSize) {
+                if w < windows {
+                    let window = source.window(w * (sequenceLength + 1), sequenceLength)
+                    batchTokens += window.tokens
+                    batchTargets += window.targets
+                } else {
+                    batchTokens += Array(repeating: 0, count: sequenceLength)
+                    batchTargets += Array(repeating: -1, count: sequenceLength)
+                }
+            }
+            let r = try model.loss(tokens: batchTokens, targets: batchTargets)
+            sum += r.lossSum
+            count += r.count
+            progress(min(windows, first + batchSize), windows)
+        }
+        return (sum / Double(max(count, 1)), count)
     }
 }
