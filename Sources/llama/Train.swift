@@ -394,14 +394,16 @@ struct SFT: ParsableCommand {
             Examples (JSONL): {"messages": [{"role", "content"}, …]}, {"question", "answer"} (GSM8K), \
             {"prompt", "response"} or {"instruction", "input", "output"}. Each is rendered in the \
             model's chat format (--template to override), every token marked as prompt or answer while \
-            the sequence is built; examples are packed back to back and cut into --seq-token sequences; \
-            the loss counts answer tokens only (each answer with its end-of-turn token). The model \
+            the sequence is built; examples are packed back to back (the format's own turn markers, \
+            e.g. <|im_end|> or </s><s>, separate them) and cut into sequences of --seq tokens; the \
+            loss counts answer tokens only (each answer with its end-of-turn token). The model \
             (any loadable file, quantized ones dequantised) trains in Float32; the last \
             --validation-fraction of the packed stream is held out. Defaults follow the paper where \
             a CPU allows: cosine schedule, peak 2e-5, weight decay 0.1, 2 epochs.
 
             Writes into --out: checkpoint.lsckpt, log.jsonl and, at the end, model.gguf with the \
-            model's tokenizer and chat template. --resume continues a run (same options).
+            model's tokenizer and chat template. --resume continues a run (same options). \
+            --evaluate trains nothing and prints the model's mean loss per answer token on --data.
             """)
 
     @OptionGroup var model: ModelOptions
