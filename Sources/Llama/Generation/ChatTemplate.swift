@@ -87,9 +87,10 @@ public enum ChatFormat: String, Sendable, CaseIterable {
         }
     }
 
-    private func renderLlama2(_ messages: [ChatMessage], _ tokenizer: any Tokenizer) throws -> [Int] {
+    /// Meta's Llama 2-Chat turns: the system prompt folded into the first user turn, then
+    /// strictly alternating user/assistant messages.
+    static func llama2Dialog(_ messages: [ChatMessage]) throws -> [ChatMessage] {
         var dialog = messages
-        // The system prompt is folded into the first user turn.
         if dialog.first?.role == .system {
             guard dialog.count >= 2 else { throw LlamaError.invalidArgument("a system message must be followed by a user message") }
             dialog = [ChatMessage(.user, "<<SYS>>\n" + dialog[0].content + "\n<</SYS>>\n\n" + dialog[1].content)] + dialog[2...]
@@ -97,6 +98,11 @@ public enum ChatFormat: String, Sendable, CaseIterable {
         for (i, m) in dialog.enumerated() where m.role != (i % 2 == 0 ? .user : .assistant) {
             throw LlamaError.invalidArgument("Llama 2 chat needs alternating user/assistant turns (message \(i + 1) is '\(m.role.rawValue)')")
         }
+        return dialog
+    }
+
+    private func renderLlama2(_ messages: [ChatMessage], _ tokenizer: any Tokenizer) throws -> [Int] {
+        let dialog = try Self.llama2Dialog(messages)
         func strip(_ s: String) -> String { s.trimmingCharacters(in: .whitespacesAndNewlines) }
         var ids: [Int] = []
         var i = 0

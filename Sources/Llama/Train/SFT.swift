@@ -81,14 +81,7 @@ public enum SFTData {
         case .llama2:
             // Meta's encoding: each (user, answer) pair is one encode of "[INST] u [/INST] a "
             // with BOS, then EOS. The answer is what that encoding adds to the prompt's own.
-            var dialog = messages
-            if dialog.first?.role == .system {
-                guard dialog.count >= 2 else { throw LlamaError.invalidArgument("a system message must be followed by a user message") }
-                dialog = [ChatMessage(.user, "<<SYS>>\n" + dialog[0].content + "\n<</SYS>>\n\n" + dialog[1].content)] + dialog[2...]
-            }
-            for (i, m) in dialog.enumerated() where m.role != (i % 2 == 0 ? .user : .assistant) {
-                throw LlamaError.invalidArgument("Llama 2 chat needs alternating user/assistant turns (message \(i + 1) is '\(m.role.rawValue)')")
-            }
+            let dialog = try ChatFormat.llama2Dialog(messages)
             func strip(_ s: String) -> String { s.trimmingCharacters(in: .whitespacesAndNewlines) }
             var i = 0
             while i < dialog.count {
