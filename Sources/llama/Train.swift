@@ -402,7 +402,9 @@ struct SFT: ParsableCommand {
             a CPU allows: cosine schedule, peak 2e-5, weight decay 0.1, 2 epochs.
 
             Writes into --out: checkpoint.lsckpt, log.jsonl and, at the end, model.gguf with the \
-            model's tokenizer and chat template. --resume continues a run (same options). \
+            model's tokenizer and chat template, and hf/ (config.json, model.safetensors, and the \
+            tokenizer files when the model is a Hugging Face directory). --resume continues a run \
+            (same options). \
             --evaluate trains nothing and prints the model's mean loss per answer token on --data.
             """)
 
@@ -463,7 +465,19 @@ struct SFT: ParsableCommand {
             try GGUFExport.write(weights: try trainer.parameters.weights(), tokenizer: m.tokenizer, name: m.name + " SFT",
                                  chatTemplate: m.chatTemplate, source: checkpointPath, to: modelPath,
                                  recipe: GGUFExport.Recipe.uniform(type.tensorType)!)
-            return modelPath
+            // The Hugging Face directory; its tokenizer files are copied when the model came from one
+            // (a GGUF's tokenizer has no file to copy: transformers then needs the original's).
+            let hf = out + "/hf"
+            try HFExport.write(trainer.parameters, to: hf, tokenizerFile: nil, bosID: m.tokenizer.bosID, eosID: m.tokenizer.eosID)
+            if m.format == .huggingFace {
+                for name in ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"] {
+                    let source = m.path + "/" + name
+                    guard FileManager.default.fileExists(atPath: source) else { continue }
+                    try? FileManager.default.removeItem(atPath: hf + "/" + name)
+                    try FileManager.default.copyItem(atPath: source, toPath: hf + "/" + name)
+                }
+            }
+            return modelPath + " and " + hf
         }
     }
 }
