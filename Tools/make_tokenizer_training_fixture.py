@@ -2,13 +2,14 @@
 """Dev-time reference for `llama train-tokenizer`: trains a tokenizer with our CLI on the first
 300,000 bytes of ../shared/data/corpora/tinyshakespeare.txt (vocabulary 1000), then has the
 `sentencepiece` library load the file and encode held-out strings. Writes
-Tests/Fixtures/training/trained-tokenizer.model and trained-tokenizer.json (strings and the
-ids sentencepiece gives). TokenizerTrainingTests checks that our encoder gives the same ids and
-that training again gives the same bytes.
+Tests/Fixtures/training/trained-tokenizer.json: the model file's sha256, the strings and the ids
+sentencepiece gives (the model itself is not committed: the test trains it again from
+../shared, checks the sha256, then checks that our encoder gives the same ids).
 
 Usage: swift build -c release && python3 Tools/make_tokenizer_training_fixture.py [../shared]
 Needs: pip install sentencepiece protobuf
 """
+import hashlib
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ def main():
         text = f.read()[:300000]
     with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as t:
         t.write(text)
-    model = os.path.join(OUT, "trained-tokenizer.model")
+    model = os.path.join(tempfile.mkdtemp(), "trained-tokenizer.model")
     subprocess.run([os.path.join(ROOT, ".build", "release", "llama"), "train-tokenizer", "--vocab-size", "1000",
                     "-o", model, t.name], check=True)
     os.unlink(t.name)
@@ -40,9 +41,13 @@ def main():
         "日本語のテキスト", "Ünïcödé ÄÖÜ ß", "<s> not special </s>", "a" * 40, "The 2nd of May, 1999.",
     ]
     cases = [{"text": s, "ids": sp.encode(s)} for s in strings]
+    with open(model, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
     with open(os.path.join(OUT, "trained-tokenizer.json"), "w") as f:
-        json.dump({"vocab_size": sp.vocab_size(), "sentencepiece": spm.__version__, "cases": cases}, f, ensure_ascii=False, indent=0)
-    print("wrote", model, "and", len(cases), "cases")
+        json.dump({"vocab_size": sp.vocab_size(), "sha256": digest, "sentencepiece": spm.__version__, "cases": cases},
+                  f, ensure_ascii=False, indent=0)
+    os.unlink(model)
+    print("wrote trained-tokenizer.json:", len(cases), "cases, model sha256", digest)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 """Dev-time reference for the trainer: losses, gradients and AdamW steps from PyTorch.
 
 Writes Tests/Fixtures/training/:
-  tiny-gqa/            a random LlamaForCausalLM (GQA 4:2, tied embeddings), save_pretrained
-  tiny-gqa.json        batch, loss, every parameter's full gradient (tiny model),
+  tiny-gqa.json        a random LlamaForCausalLM (GQA 4:2, tied embeddings): its config and
+                       initial parameters, a batch, the loss, every parameter's full gradient,
                        parameters after 3 clipped AdamW steps (tensors as base64 float32),
                        learning-rate schedule values
   shared-refs.json     loss and sampled gradient entries for ../shared/data/reference models
@@ -76,7 +76,10 @@ def tiny():
                 p.copy_(1 + 0.3 * torch.randn_like(p))
             else:
                 p.mul_(8)
-    model.save_pretrained(os.path.join(OUT, "tiny-gqa"), safe_serialization=True)
+    initial = {name: flat(p) for name, p in named(model)}
+    config = {"dim": cfg.hidden_size, "hidden_dim": cfg.intermediate_size, "layers": cfg.num_hidden_layers,
+              "heads": cfg.num_attention_heads, "kv_heads": cfg.num_key_value_heads, "vocab_size": cfg.vocab_size,
+              "context_length": cfg.max_position_embeddings, "rms_norm_eps": cfg.rms_norm_eps, "rope_theta": 10000.0}
 
     inputs, targets = batch(cfg.vocab_size, 2, 12, seed=7)
     loss = loss_and_grads(model, inputs, targets)
@@ -108,6 +111,7 @@ def tiny():
     lrs = [x for x in lrs if x[0] in (0, 1, 5, 19, 20, 21, 50, 100, 150, 198, 199)]
 
     return {
+        "config": config, "initial": initial,
         "inputs": inputs.tolist(), "targets": targets.tolist(), "loss": loss, "gradients": grads,
         "adamw": {"lr": hp["lr"], "beta1": 0.9, "beta2": 0.95, "eps": 1e-5, "weight_decay": 0.1, "clip": 1.0,
                   "steps": 3, "grad_norms": norms, "parameters": after},

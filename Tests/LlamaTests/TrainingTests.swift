@@ -16,6 +16,12 @@ final class TrainingTests: XCTestCase {
             let peak: Double, warmup: Int, total: Int, min_ratio: Double
             let lr: [[Double]]
         }
+        struct Config: Decodable {
+            let dim, hidden_dim, layers, heads, kv_heads, vocab_size, context_length: Int
+            let rms_norm_eps, rope_theta: Float
+        }
+        let config: Config
+        let initial: [String: String]
         let inputs: [[Int]]
         let targets: [[Int]]
         let loss: Double
@@ -46,8 +52,20 @@ final class TrainingTests: XCTestCase {
     static func tiny() throws -> (Tiny, TrainableParameters) {
         let dir = Fixtures.root + "/training"
         let fixture = try JSONDecoder().decode(Tiny.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/tiny-gqa.json")))
-        let (weights, _) = try HFDirectory.loadWeights(directory: dir + "/tiny-gqa")
-        return (fixture, TrainableParameters(weights: weights))
+        // transformers' initial parameters, in its rotate-half q/k layout.
+        let c = fixture.config
+        let config = ModelConfig(dim: c.dim, hiddenDim: c.hidden_dim, layerCount: c.layers, headCount: c.heads,
+                                 kvHeadCount: c.kv_heads, vocabSize: c.vocab_size, contextLength: c.context_length,
+                                 ropeTheta: c.rope_theta, ropeLayout: .halves, rmsNormEps: c.rms_norm_eps)
+        let layout = ParameterLayout(config: config, tiedEmbeddings: true)
+        let values = FloatBuffer(count: layout.count)
+        XCTAssertEqual(Set(fixture.initial.keys), Set(layout.slots.map(\.name)))
+        for slot in layout.slots {
+            let v = floats(fixture.initial[slot.name]!)
+            XCTAssertEqual(v.count, slot.count, slot.name)
+            (values.pointer + slot.offset).update(from: v, count: slot.count)
+        }
+        return (fixture, TrainableParameters(layout: layout, values: values))
     }
 
     /// HF's ignore index is -100; ours is -1.
