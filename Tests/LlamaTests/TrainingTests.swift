@@ -71,18 +71,26 @@ final class TrainingTests: XCTestCase {
     /// HF's ignore index is -100; ours is -1.
     static func targets(_ t: [[Int]]) -> [Int] { t.flatMap { $0 }.map { $0 < 0 ? -1 : $0 } }
 
+    /// The mean loss over counted targets and its gradient, as `F.cross_entropy` + `backward()`
+    /// compute them for a batch given PyTorch's way (rows of ids, -100 ignored).
+    static func meanLossAndGradients(_ params: TrainableParameters, inputs: [[Int]], targets hfTargets: [[Int]],
+                                     into grads: FloatBuffer? = nil) throws -> (loss: Double, count: Int, gradients: FloatBuffer) {
+        let model = BackpropModel(parameters: params, batchSize: inputs.count, sequenceLength: inputs[0].count)
+        let grads = grads ?? FloatBuffer(count: params.layout.count)
+        let targets = Self.targets(hfTargets)
+        let count = targets.filter { $0 >= 0 }.count
+        let (sum, counted) = try model.accumulateGradients(tokens: inputs.flatMap { $0 }, targets: targets,
+                                                           gradScale: 1 / Float(count), into: grads)
+        XCTAssertEqual(counted, count)
+        return (sum / Double(counted), counted, grads)
+    }
+
     /// Loss and every parameter's gradient (GQA, tied embeddings, masked targets) agree with
     /// PyTorch's to 1e-4 of each tensor's largest gradient.
     func testGradientsMatchPyTorch() throws {
         let (fixture, params) = try Self.tiny()
-        let model = BackpropModel(parameters: params, batchSize: fixture.inputs.count, sequenceLength: fixture.inputs[0].count)
-        let grads = FloatBuffer(count: params.layout.count)
-        let targets = Self.targets(fixture.targets)
-        let count = targets.filter { $0 >= 0 }.count
-        let (sum, counted) = try model.accumulateGradients(tokens: fixture.inputs.flatMap { $0 }, targets: targets,
-                                                           gradScale: 1 / Float(count), into: grads)
-        XCTAssertEqual(counted, count)
-        XCTAssertEqual(sum / Double(counted), fixture.loss, accuracy: 1e-5 * fixture.loss)
+        let (loss, _, grads) = try Self.meanLossAndGradients(params, inputs: fixture.inputs, targets: fixture.targets)
+        XCTAssertEqual(loss, fixture.loss, accuracy: 1e-5 * fixture.loss)
         XCTAssertEqual(Set(fixture.gradients.keys), Set(params.layout.slots.map(\.name)))
         for slot in params.layout.slots {
             let expected = Self.floats(fixture.gradients[slot.name]!)
@@ -102,13 +110,8 @@ final class TrainingTests: XCTestCase {
         for ref in refs {
             let (weights, _) = try HFDirectory.loadWeights(directory: try SharedData.path("reference/\(ref.model)/hf"))
             let params = TrainableParameters(weights: weights)
-            let model = BackpropModel(parameters: params, batchSize: ref.inputs.count, sequenceLength: ref.inputs[0].count)
-            let grads = FloatBuffer(count: params.layout.count)
-            let targets = Self.targets(ref.targets)
-            let count = targets.filter { $0 >= 0 }.count
-            let (sum, _) = try model.accumulateGradients(tokens: ref.inputs.flatMap { $0 }, targets: targets,
-                                                         gradScale: 1 / Float(count), into: grads)
-            XCTAssertEqual(sum / Double(count), ref.loss, accuracy: 1e-5 * ref.loss, ref.model)
+            let (loss, _, grads) = try Self.meanLossAndGradients(params, inputs: ref.inputs, targets: ref.targets)
+            XCTAssertEqual(loss, ref.loss, accuracy: 1e-5 * ref.loss, ref.model)
             XCTAssertEqual(ref.tensors.count, params.layout.slots.count, ref.model)
             for t in ref.tensors {
                 let slot = try XCTUnwrap(params.layout.slot(named: t.name), "\(ref.model): \(t.name)")
@@ -134,13 +137,10 @@ final class TrainingTests: XCTestCase {
         options.beta1 = Float(a.beta1); options.beta2 = Float(a.beta2); options.eps = Float(a.eps)
         options.weightDecay = Float(a.weight_decay); options.clipNorm = Float(a.clip)
         let optimizer = AdamW(layout: params.layout, options: options)
-        let model = BackpropModel(parameters: params, batchSize: fixture.inputs.count, sequenceLength: fixture.inputs[0].count)
         let grads = FloatBuffer(count: params.layout.count)
-        let targets = Self.targets(fixture.targets)
-        let count = targets.filter { $0 >= 0 }.count
         for step in 0..<a.steps {
             grads.zero()
-            try model.accumulateGradients(tokens: fixture.inputs.flatMap { $0 }, targets: targets, gradScale: 1 / Float(count), into: grads)
+            _ = try Self.meanLossAndGradients(params, inputs: fixture.inputs, targets: fixture.targets, into: grads)
             let norm = optimizer.clip(grads)
             XCTAssertEqual(Double(norm), a.grad_norms[step], accuracy: 1e-4 * a.grad_norms[step], "step \(step)")
             optimizer.update(params.values, gradients: grads, lr: Float(a.lr))
