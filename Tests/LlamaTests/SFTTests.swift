@@ -94,4 +94,28 @@ final class SFTTests: XCTestCase {
             .write(toFile: dir + "/bad.jsonl", atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try SFTData.load(dir + "/bad.jsonl")) { e in XCTAssertTrue("\(e)".contains("line 2"), "\(e)") }
     }
+
+    /// `answerLoss` counts exactly the answer tokens that are targets inside whole windows, and
+    /// gives the same mean as scoring those windows one by one.
+    func testAnswerLossCountsAnswerTargetsOnly() throws {
+        let tokenizer = try TokenizerLoader.load(file: try SharedData.path("tokenizer/llama2-tokenizer.model"))
+        let packed = try SFTData.pack(Array(repeating: conversation, count: 7), format: .llama2, tokenizer: tokenizer)
+        let config = ModelConfig(dim: 16, hiddenDim: 32, layerCount: 1, headCount: 2, kvHeadCount: 1, vocabSize: tokenizer.vocabSize,
+                                 contextLength: 32, ropeLayout: .halves)
+        let params = TrainableParameters(config: config, tiedEmbeddings: true, seed: 4)
+        let length = 12, windows = packed.tokens.count / (length + 1)
+        let r = try SFTData.answerLoss(params, tokens: packed.tokens, learned: packed.learned, sequenceLength: length, batchSize: 3)
+        var expectedCount = 0
+        var sum = 0.0
+        let one = BackpropModel(parameters: params, batchSize: 1, sequenceLength: length)
+        for w in 0..<windows {
+            let start = w * (length + 1)
+            let tokens = Array(packed.tokens[start..<(start + length)])
+            let targets = (1...length).map { packed.learned[start + $0] ? packed.tokens[start + $0] : -1 }
+            expectedCount += targets.filter { $0 >= 0 }.count
+            sum += try one.loss(tokens: tokens, targets: targets).lossSum
+        }
+        XCTAssertEqual(r.count, expectedCount)
+        XCTAssertEqual(r.loss, sum / Double(expectedCount), accuracy: 1e-5)
+    }
 }

@@ -126,23 +126,14 @@ public enum SFTData {
         let windows = tokens.count / (sequenceLength + 1)
         guard windows > 0 else { throw LlamaError.invalidArgument("\(tokens.count) tokens: not one window of \(sequenceLength + 1)") }
         let model = BackpropModel(parameters: parameters, batchSize: batchSize, sequenceLength: sequenceLength, pool: pool)
+        let batches = DataMixture.batches((0..<windows).map { (source, $0 * (sequenceLength + 1)) }, rows: batchSize,
+                                          length: sequenceLength)
         var sum = 0.0, count = 0
-        for first in stride(from: 0, to: windows, by: batchSize) {
-            var batchTokens: [Int] = [], batchTargets: [Int] = []
-            for w in first..<(first + batchSize) {
-                if w < windows {
-                    let window = source.window(w * (sequenceLength + 1), sequenceLength)
-                    batchTokens += window.tokens
-                    batchTargets += window.targets
-                } else {
-                    batchTokens += Array(repeating: 0, count: sequenceLength)
-                    batchTargets += Array(repeating: -1, count: sequenceLength)
-                }
-            }
-            let r = try model.loss(tokens: batchTokens, targets: batchTargets)
+        for (n, b) in batches.enumerated() {
+            let r = try model.loss(tokens: b.tokens, targets: b.targets)
             sum += r.lossSum
             count += r.count
-            progress(min(windows, first + batchSize), windows)
+            progress(min(windows, (n + 1) * batchSize), windows)
         }
         return (sum / Double(max(count, 1)), count)
     }

@@ -199,26 +199,26 @@ public final class DataMixture: @unchecked Sendable {
 
     /// All held-out windows, in batches of `rows` (the last one padded with ignored targets).
     public func validationBatches(rows: Int) -> [(tokens: [Int], targets: [Int])] {
-        var all: [(Int, Int)] = []
-        for (s, starts) in validation.enumerated() { for st in starts { all.append((s, st)) } }
-        var batches: [(tokens: [Int], targets: [Int])] = []
-        var i = 0
-        while i < all.count {
+        var windows: [(Source, Int)] = []
+        for (s, starts) in validation.enumerated() { for st in starts { windows.append((sources[s], st)) } }
+        return Self.batches(windows, rows: rows, length: sequenceLength)
+    }
+
+    /// Windows (source, start) in batches of `rows`; the last batch is padded with ignored targets.
+    static func batches(_ windows: [(Source, Int)], rows: Int, length: Int) -> [(tokens: [Int], targets: [Int])] {
+        stride(from: 0, to: windows.count, by: rows).map { first in
             var tokens: [Int] = [], targets: [Int] = []
-            for r in 0..<rows {
-                if i + r < all.count {
-                    let (s, st) = all[i + r]
-                    let window = sources[s].window(st, sequenceLength)
+            for i in first..<(first + rows) {
+                if i < windows.count {
+                    let window = windows[i].0.window(windows[i].1, length)
                     tokens += window.tokens
                     targets += window.targets
                 } else {
-                    tokens += Array(repeating: 0, count: sequenceLength)
-                    targets += Array(repeating: -1, count: sequenceLength)
+                    tokens += Array(repeating: 0, count: length)
+                    targets += Array(repeating: -1, count: length)
                 }
             }
-            batches.append((tokens, targets))
-            i += rows
+            return (tokens, targets)
         }
-        return batches
     }
 }
