@@ -1,18 +1,5 @@
 import Foundation
 
-/// Log-probabilities of tokens under a model: the scoring path shared by perplexity and
-/// likelihood-based evaluation.
-public enum Scoring {
-    /// log softmax(logits)[token], accumulated in Double.
-    public static func logProbability(_ logits: UnsafeBufferPointer<Float>, _ token: Int) -> Double {
-        var maxValue = -Float.infinity
-        for v in logits where v > maxValue { maxValue = v }
-        var sum = 0.0
-        for v in logits { sum += Foundation.exp(Double(v - maxValue)) }
-        return Double(logits[token] - maxValue) - Foundation.log(sum)
-    }
-}
-
 /// Perplexity as llama.cpp's `llama-perplexity` computes it: the text is cut into windows of
 /// `contextLength` tokens (BOS replacing the first token of each when the model uses BOS), and
 /// only the second half of each window is scored, so every scored token has at least half a
@@ -52,7 +39,6 @@ public struct Perplexity {
         guard chunks > 0 else {
             throw LlamaError.invalidArgument("the text is \(tokens.count) tokens; at least \(n) (one window of -c) are needed")
         }
-        let vocab = transformer.config.vocabSize
         let first = n / 2
         var nll = 0.0, nll2 = 0.0, count = 0
         let start = DispatchTime.now().uptimeNanoseconds
@@ -61,21 +47,12 @@ public struct Perplexity {
             if let bos { window[0] = bos }
             // The first half only builds context; its logits are not needed.
             try transformer.forward(tokens: Array(window[0..<first]), startPosition: 0)
-            var position = first
-            while position < n - 1 {
-                let m = min(transformer.maxBatch, n - 1 - position)
-                let logits = try transformer.forward(tokens: Array(window[position..<(position + m)]), startPosition: position,
-                                                     allLogits: true)
-                logits.withUnsafeBufferPointer { all in
-                    for j in 0..<m {
-                        let row = UnsafeBufferPointer(rebasing: all[(j * vocab)..<((j + 1) * vocab)])
-                        let lp = Scoring.logProbability(row, window[position + j + 1])
-                        nll -= lp
-                        nll2 += lp * lp
-                        count += 1
-                    }
-                }
-                position += m
+            let scores = try Scoring.score(transformer, inputs: Array(window[first..<(n - 1)]), startPosition: first,
+                                           targets: Array(window[(first + 1)..<n]))
+            for s in scores {
+                nll -= s.logProbability
+                nll2 += s.logProbability * s.logProbability
+                count += 1
             }
             progress(Progress(chunk: c + 1, chunks: chunks, runningPerplexity: Foundation.exp(nll / Double(count)),
                               seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
