@@ -28,15 +28,7 @@ struct Chat: ParsableCommand {
     func run() throws {
         Interrupt.install()
         let m = try model.load()
-        let format: ChatFormat
-        if let t = template {
-            guard let f = ChatFormat(rawValue: t) else {
-                throw ValidationError("unknown --template '\(t)' (choose from \(ChatFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
-            }
-            format = f
-        } else {
-            format = ChatFormat.detect(template: m.chatTemplate, tokenizer: m.tokenizer)
-        }
+        let format = try chatFormat(named: template, for: m)
         let defaultSystem = ChatFormat.defaultSystemPrompt(template: m.chatTemplate)
         let generator = Generator(model: m, contextLength: generation.contextLength(for: m), pool: try model.pool())
         var options = GenerationOptions()

@@ -100,6 +100,15 @@ func tensorProgress(_ label: String) -> (Int, Int) -> Void {
     }
 }
 
+/// The chat format `--template` names, or the one the model's own template implies.
+func chatFormat(named name: String?, for model: Model) throws -> ChatFormat {
+    guard let name else { return ChatFormat.detect(template: model.chatTemplate, tokenizer: model.tokenizer) }
+    guard let format = ChatFormat(rawValue: name) else {
+        throw ValidationError("unknown --template '\(name)' (choose from \(ChatFormat.allCases.map(\.rawValue).joined(separator: ", ")))")
+    }
+    return format
+}
+
 func note(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }

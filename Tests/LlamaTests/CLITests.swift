@@ -68,8 +68,43 @@ final class CLITests: XCTestCase {
         }
     }
 
+    func testEvalReportAndRecords() throws {
+        let model = try SharedData.path("reference/ref-gqa-32k/hf")
+        let tmp = NSTemporaryDirectory() + "llama-eval-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        try Data("""
+            {"q": "Is ice cold?", "choices": ["yes", "no"], "answer": "yes"}
+            {"q": "Is fire cold?", "choices": ["yes", "no", "maybe"], "answer": "no"}
+            """.utf8).write(to: URL(fileURLWithPath: tmp + "/items.jsonl"))
+        try Data(#"{"task": "toy", "type": "multiple_choice", "data": "items.jsonl", "prompt": "{q}", "choices_field": "choices", "label_field": "answer"}"#.utf8)
+            .write(to: URL(fileURLWithPath: tmp + "/toy.json"))
+        let r = try run(["eval", "--model", model, "--task", tmp + "/toy.json", "--json", "--records", tmp + "/records.jsonl"])
+        XCTAssertEqual(r.status, 0, r.err)
+        let report = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as! [String: Any]
+        XCTAssertEqual(report["task"] as? String, "toy")
+        XCTAssertEqual(report["items"] as? Int, 2)
+        let results = report["results"] as! [[String: Any]]
+        XCTAssertEqual(results.map { $0["metric"] as! String }, ["acc", "acc_norm"])
+        let records = try String(contentsOfFile: tmp + "/records.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(records.count, 2)
+        XCTAssertTrue(records[1].contains("\"gold\":1"))
+        let table = try run(["eval", "--model", model, "--task", tmp + "/toy.json", "--records", "-"])
+        XCTAssertTrue(table.out.contains("| toy  | acc      |"), table.out)
+
+        for (args, message) in [(["--task", "nosuch"], "neither a built-in task"),
+                                (["--task", "piqa", "--data", tmp + "/absent"], "no such file"),
+                                (["--task", "piqa", "--data", tmp], "valid.jsonl"),
+                                (["--task", tmp + "/toy.json", "--shots", "2"], "few-shot"),
+                                (["--task", tmp + "/toy.json", "--limit", "0"], "--limit")] {
+            let bad = try run(["eval", "--model", model, "--records", "-"] + args)
+            XCTAssertNotEqual(bad.status, 0, "\(args)")
+            XCTAssertTrue(bad.err.contains(message), "\(args): \(bad.err)")
+        }
+    }
+
     func testHelp() throws {
-        for sub in ["chat", "run", "tokenize", "logits", "info", "pull"] {
+        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval"] {
             let r = try run([sub, "--help"])
             XCTAssertEqual(r.status, 0)
             XCTAssertTrue(r.out.contains("USAGE"), sub)

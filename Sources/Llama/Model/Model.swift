@@ -16,6 +16,25 @@ public final class Model: @unchecked Sendable {
 
     public var config: ModelConfig { weights.config }
 
+    private init(path: String, format: ModelFormat, weights: Weights, tokenizer: any Tokenizer, chatTemplate: String?,
+                 name: String, metadata: [(String, String)]) {
+        self.path = path
+        self.format = format
+        self.weights = weights
+        self.tokenizer = tokenizer
+        self.chatTemplate = chatTemplate
+        self.name = name
+        self.metadata = metadata
+    }
+
+    /// The model with every weight dequantized to Float32 and computed in Float32 (no 8-bit
+    /// activations): the numbers a float reference loading the same file gives (transformers
+    /// with `gguf_file=`), at 4 bytes per parameter and float speed.
+    public func dequantized() throws -> Model {
+        Model(path: path, format: format, weights: try TrainableParameters(weights: weights).weights(), tokenizer: tokenizer,
+              chatTemplate: chatTemplate, name: name, metadata: metadata)
+    }
+
     public init(path: String, tokenizerPath: String? = nil) throws {
         self.path = path
         format = try ModelLoader.detectFormat(path: path)
