@@ -44,7 +44,8 @@ public final class BackpropModel: @unchecked Sendable {
     private let final: FloatBuffer       // (n, dim) residual stream after the last layer
     private let finalNorm: FloatBuffer   // (n, dim)
     private let finalRstd: FloatBuffer   // (n)
-    private let logits: FloatBuffer      // (n, vocab), then d loss / d logits
+    /// (n, vocab), then d loss / d logits; allocated on first use (a reward model never needs it).
+    private lazy var logits = FloatBuffer(count: rows * config.vocabSize)
     private let cos: [Float], sin: [Float]  // (T, ropeDim / 2)
 
     // Backward-pass scratch.
@@ -70,7 +71,6 @@ public final class BackpropModel: @unchecked Sendable {
         final = buffer(n * c.dim)
         finalNorm = buffer(n * c.dim)
         finalRstd = buffer(n)
-        logits = buffer(n * c.vocabSize)
         var cos: [Float] = [], sin: [Float] = []
         for p in 0..<sequenceLength {
             let t = RoPETable(position: p, ropeDim: c.ropeDim, theta: c.ropeTheta)
@@ -102,16 +102,61 @@ public final class BackpropModel: @unchecked Sendable {
         try forward(tokens: tokens, targets: targets, gradScale: 0)
     }
 
+    // MARK: Reward head
+
+    /// The reward head's scalar at `positions` (row indices into the batch, one per sequence
+    /// usually: its last token): `score.weight · finalNorm[position]`. Keeps the activations
+    /// for `accumulateScoreGradients`.
+    public func scores(tokens: [Int], positions: [Int]) throws -> [Float] {
+        guard let score = layout.score else { throw LlamaError.invalidArgument("these parameters have no reward head (score.weight)") }
+        for r in positions where r < 0 || r >= rows {
+            throw LlamaError.invalidArgument("reward position \(r) is outside the batch of \(rows) rows")
+        }
+        try forwardTrunk(tokens: tokens)
+        let d = config.dim, w = parameters.values.pointer + score
+        return positions.map { r in
+            var sum: Float = 0
+            for j in 0..<d { sum += w[j] * finalNorm[r * d + j] }
+            return sum
+        }
+    }
+
+    /// After `scores` on the same batch: adds d loss / dθ to `gradients` given
+    /// `dScores[i]` = d loss / d score at `positions[i]`.
+    public func accumulateScoreGradients(tokens: [Int], positions: [Int], dScores: [Float], into gradients: FloatBuffer) {
+        let d = config.dim, score = layout.score!
+        let w = parameters.values.pointer + score, dw = gradients.pointer + score
+        dNorm.zero()
+        for (r, ds) in zip(positions, dScores) {
+            for j in 0..<d {
+                dNorm[r * d + j] += ds * w[j]
+                dw[j] += ds * finalNorm[r * d + j]
+            }
+        }
+        backwardTrunk(tokens: tokens, gradients: gradients)
+    }
+
     // MARK: Forward
 
     @discardableResult
     private func forward(tokens: [Int], targets: [Int], gradScale: Float) throws -> (lossSum: Double, count: Int) {
         let c = config, n = rows
-        guard tokens.count == n, targets.count == n else {
-            throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(sequenceLength) = \(n) tokens and targets, got \(tokens.count) and \(targets.count)")
+        guard targets.count == n else {
+            throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(sequenceLength) = \(n) targets, got \(targets.count)")
+        }
+        for t in targets where t < -1 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
+        try forwardTrunk(tokens: tokens)
+        linear(logits, finalNorm, parameters.values.pointer + layout.output, out: c.vocabSize, in: c.dim)
+        return crossEntropy(targets: targets, gradScale: gradScale)
+    }
+
+    /// Embedding, every layer and the final norm: `finalNorm` holds the last hidden states.
+    private func forwardTrunk(tokens: [Int]) throws {
+        let c = config, n = rows
+        guard tokens.count == n else {
+            throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(sequenceLength) = \(n) tokens, got \(tokens.count)")
         }
         for t in tokens where t < 0 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
-        for t in targets where t < -1 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
         let p = parameters.values.pointer
         let x = layers.first?.input ?? final
         for (i, t) in tokens.enumerated() {
@@ -140,8 +185,6 @@ public final class BackpropModel: @unchecked Sendable {
             add(next, a.middle, count: n * c.dim)
         }
         rmsnormForward(finalNorm, finalRstd, final, p + layout.norm)
-        linear(logits, finalNorm, p + layout.output, out: c.vocabSize, in: c.dim)
-        return crossEntropy(targets: targets, gradScale: gradScale)
     }
 
     /// Turns `logits` into d loss / d logits in place (scaled by `gradScale`; zero rows for
@@ -189,11 +232,17 @@ public final class BackpropModel: @unchecked Sendable {
     // MARK: Backward
 
     private func backward(tokens: [Int], gradients: FloatBuffer) {
+        let c = config
+        // Output projection: d loss / d finalNorm into dNorm.
+        linearBackward(dy: logits, x: finalNorm, w: parameters.values.pointer + layout.output, dw: gradients.pointer + layout.output,
+                       out: c.vocabSize, in: c.dim, dx: dNorm, accumulate: false)
+        backwardTrunk(tokens: tokens, gradients: gradients)
+    }
+
+    /// From d loss / d finalNorm (in `dNorm`) back to the embedding.
+    private func backwardTrunk(tokens: [Int], gradients: FloatBuffer) {
         let c = config, n = rows
         let p = parameters.values.pointer, g = gradients.pointer
-        // Output projection and final norm.
-        linearBackward(dy: logits, x: finalNorm, w: p + layout.output, dw: g + layout.output,
-                       out: c.vocabSize, in: c.dim, dx: dNorm, accumulate: false)
         rmsnormBackward(dx: dx, dy: dNorm, x: final, rstd: finalRstd, w: p + layout.norm, dw: g + layout.norm, accumulate: false)
         for l in stride(from: c.layerCount - 1, through: 0, by: -1) {
             let s = layout.layers[l], a = layers[l]

@@ -59,8 +59,12 @@ public struct ParameterLayout: Sendable {
     let norm: Int
     /// Offset of the output matrix (the embedding's when tied).
     let output: Int
+    /// Offset of the reward head (`score.weight`, [1, dim], as transformers'
+    /// `LlamaForSequenceClassification` with one label has it), when there is one.
+    let score: Int?
+    public var hasScoreHead: Bool { score != nil }
 
-    public init(config c: ModelConfig, tiedEmbeddings: Bool) {
+    public init(config c: ModelConfig, tiedEmbeddings: Bool, scoreHead: Bool = false) {
         config = c
         self.tiedEmbeddings = tiedEmbeddings
         var slots: [TensorSlot] = []
@@ -90,6 +94,7 @@ public struct ParameterLayout: Sendable {
         self.layers = layers
         norm = add("model.norm.weight", [c.dim])
         output = tiedEmbeddings ? embedding : add("lm_head.weight", [c.vocabSize, c.dim])
+        score = scoreHead ? add("score.weight", [1, c.dim]) : nil
         self.slots = slots
         count = next
     }
@@ -145,6 +150,18 @@ public final class TrainableParameters: @unchecked Sendable {
             }
         }
         self.init(layout: layout, values: values)
+    }
+
+    /// These parameters plus a reward head (`score.weight`) drawn from N(0, std²) as
+    /// transformers initialises it: the start of a reward model from a language model.
+    public func addingScoreHead(seed: UInt64, std: Float = 0.02) -> TrainableParameters {
+        precondition(!layout.hasScoreHead, "the parameters already have a score head")
+        let l = ParameterLayout(config: config, tiedEmbeddings: layout.tiedEmbeddings, scoreHead: true)
+        let v = FloatBuffer(count: l.count)
+        v.pointer.update(from: values.pointer, count: layout.count)
+        var rng = SplitMix64(seed: seed)
+        for i in 0..<config.dim { v.pointer[l.score! + i] = std * gaussian(&rng) }
+        return TrainableParameters(layout: l, values: v)
     }
 
     public func tensor(_ name: String) -> UnsafeMutableBufferPointer<Float>? {

@@ -1,0 +1,79 @@
+import Foundation
+import XCTest
+import Llama
+
+/// The reward model against PyTorch (Tests/Fixtures/training/reward-tiny.json, made by
+/// Tools/make_reward_fixtures.py with transformers' LlamaForSequenceClassification).
+final class RewardTests: XCTestCase {
+    struct Fixture: Decodable {
+        let score_initial: String
+        let chosen: [[Int]]
+        let rejected: [[Int]]
+        let margins: [Float]
+        let rewards_chosen: [Float]
+        let rewards_rejected: [Float]
+        let loss: Double
+        let gradients: [String: String]
+    }
+
+    /// Rewards, the mean ranking loss with margins, and every parameter's gradient (the score
+    /// head's and the whole trunk's, tied embeddings included) agree with PyTorch's.
+    func testRankingLossGradientsMatchPyTorch() throws {
+        let fixture = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/training/reward-tiny.json")))
+        let (_, lm) = try TrainingTests.tiny()
+        let params = lm.addingScoreHead(seed: 1)
+        let head = try XCTUnwrap(params.tensor("score.weight"))
+        let initial = TrainingTests.floats(fixture.score_initial)
+        XCTAssertEqual(initial.count, head.count)
+        for i in 0..<head.count { head[i] = initial[i] }
+
+        let pairs = (0..<3).map { PreferencePair(chosen: fixture.chosen[$0], rejected: fixture.rejected[$0], margin: fixture.margins[$0]) }
+        let model = RewardModel(parameters: params, pairsPerBatch: 4, sequenceLength: 16)
+        let grads = FloatBuffer(count: params.layout.count)
+        let r = try model.accumulateGradients(pairs, gradScale: 1 / 3, into: grads)
+        for i in 0..<3 {
+            XCTAssertEqual(r.chosen[i], fixture.rewards_chosen[i], accuracy: 1e-4 * max(1, abs(fixture.rewards_chosen[i])))
+            XCTAssertEqual(r.rejected[i], fixture.rewards_rejected[i], accuracy: 1e-4 * max(1, abs(fixture.rewards_rejected[i])))
+        }
+        XCTAssertEqual(r.lossSum / 3, fixture.loss, accuracy: 1e-5 * fixture.loss)
+        XCTAssertEqual(Set(fixture.gradients.keys), Set(params.layout.slots.map(\.name)))
+        for slot in params.layout.slots {
+            let expected = TrainingTests.floats(fixture.gradients[slot.name]!)
+            let scale = expected.map { abs($0) }.max()!
+            var worst: Float = 0
+            for i in 0..<slot.count { worst = max(worst, abs(grads[slot.offset + i] - expected[i])) }
+            XCTAssertLessThanOrEqual(worst, 1e-4 * scale, "\(slot.name): largest difference \(worst), largest gradient \(scale)")
+        }
+        // Scoring without gradients gives the same rewards and loss.
+        let e = try model.evaluate(pairs)
+        XCTAssertEqual(e.chosen, r.chosen)
+        XCTAssertEqual(e.lossSum, r.lossSum, accuracy: 1e-9)
+    }
+
+    func testRankingLossIsStableAndHasTheRightSlope() {
+        let far = RankingLoss.pair(chosen: 200, rejected: -200, margin: 0)
+        XCTAssertEqual(far.loss, 0, accuracy: 1e-12)
+        let wrong = RankingLoss.pair(chosen: -200, rejected: 200, margin: 0)
+        XCTAssertEqual(wrong.loss, 400, accuracy: 1e-9)
+        XCTAssertEqual(wrong.dChosen, -1)
+        // With a margin the loss is that of a smaller gap; a numerical derivative agrees.
+        let a = RankingLoss.pair(chosen: 1.5, rejected: 0.25, margin: 2.0 / 3)
+        XCTAssertEqual(a.loss, RankingLoss.pair(chosen: 1.5 - 2.0 / 3, rejected: 0.25, margin: 0).loss, accuracy: 1e-6)
+        let h: Float = 1e-3
+        let numeric = (RankingLoss.pair(chosen: 1.5 + h, rejected: 0.25, margin: 2.0 / 3).loss
+            - RankingLoss.pair(chosen: 1.5 - h, rejected: 0.25, margin: 2.0 / 3).loss) / Double(2 * h)
+        XCTAssertEqual(Double(a.dChosen), numeric, accuracy: 1e-4)
+        XCTAssertEqual(a.dRejected, -a.dChosen)
+        XCTAssertEqual(MarginTable.small.margin(level: 3), 1)
+        XCTAssertEqual(MarginTable.large.margin(level: 2), 2)
+        XCTAssertEqual(MarginTable.large.margin(level: nil), 0)
+    }
+
+    func testPairsThatDoNotFitAreRefused() throws {
+        let (_, lm) = try TrainingTests.tiny()
+        let model = RewardModel(parameters: lm.addingScoreHead(seed: 1), pairsPerBatch: 1, sequenceLength: 8)
+        XCTAssertThrowsError(try model.evaluate([PreferencePair(chosen: Array(repeating: 5, count: 9), rejected: [5])]))
+        XCTAssertThrowsError(try model.evaluate([PreferencePair(chosen: [], rejected: [5])]))
+        XCTAssertThrowsError(try model.evaluate([]))
+    }
+}
