@@ -77,3 +77,54 @@ final class RewardTests: XCTestCase {
         XCTAssertThrowsError(try model.evaluate([]))
     }
 }
+
+/// Preference data: both shapes, rendered with the chat format, bad pairs counted, bad lines named.
+final class PreferenceDataTests: XCTestCase {
+    func testShapesAndBadInput() throws {
+        let tokenizer = try TokenizerLoader.load(file: try SharedData.path("tokenizer/llama2-tokenizer.model"))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("prefs-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let lines = [
+            #"{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: How to bake?\n\nAssistant: Use an oven.", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: How to bake?\n\nAssistant: No."}"#,
+            #"{"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Rome.", "rating": "significantly better", "safety": false}"#,
+            #"{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}], "chosen": "4", "rejected": "5", "rating": 1}"#,
+            #"{"prompt": "Empty?", "chosen": "", "rejected": "Something."}"#,
+            #"{"prompt": "Same?", "chosen": "Yes.", "rejected": "Yes."}"#,
+            #"{"prompt": "Long?", "chosen": "\#(String(repeating: "very ", count: 80))long.", "rejected": "Short."}"#,
+        ]
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: dir + "/p.jsonl"))
+        let data = try PreferenceData.load(dir + "/p.jsonl", format: .llama2, tokenizer: tokenizer, maxTokens: 64, margins: .small)
+        XCTAssertEqual(data.examples.count, 4)
+        XCTAssertEqual(data.skippedEmpty, 1)
+        XCTAssertEqual(data.skippedIdentical, 1)
+        XCTAssertEqual(data.truncated, 1)
+        XCTAssertEqual(data.examples.map(\.line), [1, 2, 3, 6])
+        XCTAssertEqual(data.examples.map(\.pair.margin), [0, 1, 1.0 / 3, 0])
+        XCTAssertEqual(data.examples[1].safety, false)
+        // The HH dialogue is two Llama 2 turns; the sequence ends with the answer's EOS.
+        let first = data.examples[0].pair
+        let expected = try PreferenceData.sequence([ChatMessage(.user, "Hi"), ChatMessage(.assistant, "Hello!"),
+                                                    ChatMessage(.user, "How to bake?"), ChatMessage(.assistant, "Use an oven.")],
+                                                   format: .llama2, tokenizer: tokenizer, defaultSystem: nil)
+        XCTAssertEqual(first.chosen, expected)
+        XCTAssertEqual(first.chosen.last, tokenizer.eosID)
+        XCTAssertEqual(Array(first.chosen.prefix(10)), Array(first.rejected.prefix(10)))
+        XCTAssertTrue(data.examples[3].pair.chosen.count == 64, "cut to the last 64 tokens")
+
+        for (line, message) in [(#"{"chosen": "x"}"#, "'chosen' and 'rejected'"),
+                                (#"{"chosen": "Hello", "rejected": "Hi"}"#, "Human"),
+                                (#"{"prompt": "q", "chosen": "a", "rejected": "b", "rating": 7}"#, "'rating'"),
+                                ("not json", "not a JSON object")] {
+            try Data(("\n" + line + "\n").utf8).write(to: URL(fileURLWithPath: dir + "/bad.jsonl"))
+            XCTAssertThrowsError(try PreferenceData.load(dir + "/bad.jsonl", format: .llama2, tokenizer: tokenizer, maxTokens: 64, margins: .none)) {
+                XCTAssertTrue("\($0)".contains("bad.jsonl:2"), "\($0)")
+                XCTAssertTrue("\($0)".contains(message), "\($0)")
+            }
+        }
+        try Data((lines[3] + "\n" + lines[4] + "\n").utf8).write(to: URL(fileURLWithPath: dir + "/none.jsonl"))
+        XCTAssertThrowsError(try PreferenceData.load(dir + "/none.jsonl", format: .llama2, tokenizer: tokenizer, maxTokens: 64, margins: .none)) {
+            XCTAssertTrue("\($0)".contains("no usable pairs"), "\($0)")
+        }
+    }
+}

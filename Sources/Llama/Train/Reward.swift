@@ -121,3 +121,143 @@ public final class RewardModel: @unchecked Sendable {
         return (loss, correct, Array(scores[0..<n]), Array(scores[n...]))
     }
 }
+
+/// Preference pairs from JSONL, in two shapes:
+/// - HH-RLHF: `{"chosen": "\n\nHuman: …\n\nAssistant: …", "rejected": …}`, whole dialogues that
+///   share all but the last answer;
+/// - explicit: `{"prompt": text or [messages], "chosen": text, "rejected": text,
+///   "rating"?: 0…3 or "significantly better"|"better"|"slightly better"|"negligibly better"|"unsure",
+///   "safety"?: bool}`.
+/// Dialogues are rendered with the model's chat format, as the model sees them at inference,
+/// ending with the answer's end-of-turn token, where the reward is read.
+public struct PreferenceData: Sendable {
+    public struct Example: Sendable {
+        public var pair: PreferencePair
+        /// The rating level (3 = significantly better … 0 = negligibly better / unsure), if given.
+        public var rating: Int?
+        public var safety: Bool?
+        /// The line of the file.
+        public var line: Int
+    }
+
+    public var examples: [Example]
+    /// Pairs left out, by reason, and pairs whose sequences were cut from the left to fit.
+    public var skippedEmpty = 0
+    public var skippedIdentical = 0
+    public var truncated = 0
+
+    static let ratingNames = ["negligibly better": 0, "unsure": 0, "slightly better": 1, "better": 2, "significantly better": 3]
+
+    /// Splits an HH-RLHF dialogue ("\n\nHuman: …\n\nAssistant: …") into chat messages.
+    public static func hhDialogue(_ text: String) throws -> [ChatMessage] {
+        var messages: [ChatMessage] = []
+        var rest = Substring(text)
+        let markers: [(String, ChatMessage.Role)] = [("\n\nHuman:", .user), ("\n\nAssistant:", .assistant)]
+        func nextMarker(in s: Substring) -> (Range<Substring.Index>, ChatMessage.Role)? {
+            markers.compactMap { m in s.range(of: m.0).map { ($0, m.1) } }.min { $0.0.lowerBound < $1.0.lowerBound }
+        }
+        guard let (first, role0) = nextMarker(in: rest), rest[..<first.lowerBound].trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw LlamaError.invalidArgument("an HH-RLHF dialogue starts with \"\\n\\nHuman:\"")
+        }
+        var role = role0
+        rest = rest[first.upperBound...]
+        while true {
+            if let (r, nextRole) = nextMarker(in: rest) {
+                messages.append(ChatMessage(role, rest[..<r.lowerBound].trimmingCharacters(in: .whitespacesAndNewlines)))
+                role = nextRole
+                rest = rest[r.upperBound...]
+            } else {
+                messages.append(ChatMessage(role, rest.trimmingCharacters(in: .whitespacesAndNewlines)))
+                break
+            }
+        }
+        return messages
+    }
+
+    /// Tokens of a conversation ending with an assistant answer, through that answer's
+    /// end-of-turn marker.
+    public static func sequence(_ messages: [ChatMessage], format: ChatFormat, tokenizer: any Tokenizer,
+                                defaultSystem: String?) throws -> [Int] {
+        let segments = try SFTData.segments(messages, format: format, tokenizer: tokenizer, defaultSystem: defaultSystem)
+        guard let last = segments.lastIndex(where: \.learned) else {
+            throw LlamaError.invalidArgument("the dialogue has no assistant answer")
+        }
+        return segments[...last].flatMap(\.tokens)
+    }
+
+    /// Reads pairs; sequences longer than `maxTokens` keep their last `maxTokens` tokens.
+    public static func load(_ path: String, format: ChatFormat, tokenizer: any Tokenizer, defaultSystem: String? = nil,
+                            maxTokens: Int, margins: MarginTable) throws -> PreferenceData {
+        guard let data = FileManager.default.contents(atPath: path) else { throw LlamaError.fileNotFound(path) }
+        guard let text = String(data: data, encoding: .utf8) else { throw LlamaError.invalidUTF8(what: path) }
+        var out = PreferenceData(examples: [])
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty { continue }
+            func bad(_ why: String) -> LlamaError { .invalidArgument("\(path):\(n + 1): \(why)") }
+            guard let object = (try? JSONValue.parse(Data(trimmed.utf8)))?.object else { throw bad("not a JSON object") }
+            guard let chosenText = object["chosen"]?.string, let rejectedText = object["rejected"]?.string else {
+                throw bad("needs text fields 'chosen' and 'rejected'")
+            }
+            var chosen: [ChatMessage], rejected: [ChatMessage]
+            if let prompt = object["prompt"] {
+                var context: [ChatMessage]
+                if let p = prompt.string {
+                    context = [ChatMessage(.user, p)]
+                } else if let list = prompt.array {
+                    context = try list.enumerated().map { i, m in
+                        guard let r = m.object?["role"]?.string, let role = ChatMessage.Role(rawValue: r),
+                              let content = m.object?["content"]?.string else {
+                            throw bad("prompt message \(i + 1) needs a role (system, user, assistant) and a text 'content'")
+                        }
+                        return ChatMessage(role, content)
+                    }
+                } else {
+                    throw bad("'prompt' is text or a list of messages")
+                }
+                guard context.last?.role == .user else { throw bad("the prompt must end with a user message") }
+                chosen = context + [ChatMessage(.assistant, chosenText)]
+                rejected = context + [ChatMessage(.assistant, rejectedText)]
+            } else {
+                do {
+                    chosen = try hhDialogue(chosenText)
+                    rejected = try hhDialogue(rejectedText)
+                } catch { throw bad("\(error) (or give a 'prompt' field)") }
+            }
+            guard chosen.last?.role == .assistant, rejected.last?.role == .assistant else {
+                throw bad("each dialogue must end with an assistant answer")
+            }
+            if chosen.last!.content.isEmpty || rejected.last!.content.isEmpty {
+                out.skippedEmpty += 1
+                continue
+            }
+            if chosen == rejected {
+                out.skippedIdentical += 1
+                continue
+            }
+            var rating: Int?
+            if let r = object["rating"] {
+                if let level = r.int, (0...3).contains(level) {
+                    rating = level
+                } else if let name = r.string, let level = ratingNames[name.lowercased()] {
+                    rating = level
+                } else {
+                    throw bad("'rating' is 0…3 or one of \(ratingNames.keys.sorted().joined(separator: ", "))")
+                }
+            }
+            var c = try sequence(chosen, format: format, tokenizer: tokenizer, defaultSystem: defaultSystem)
+            var r = try sequence(rejected, format: format, tokenizer: tokenizer, defaultSystem: defaultSystem)
+            if c.count > maxTokens || r.count > maxTokens {
+                out.truncated += 1
+                c = Array(c.suffix(maxTokens))
+                r = Array(r.suffix(maxTokens))
+            }
+            out.examples.append(Example(pair: PreferencePair(chosen: c, rejected: r, margin: margins.margin(level: rating)),
+                                        rating: rating, safety: object["safety"]?.bool, line: n + 1))
+        }
+        guard !out.examples.isEmpty else {
+            throw LlamaError.invalidArgument("\(path): no usable pairs (\(out.skippedEmpty) with an empty answer, \(out.skippedIdentical) identical)")
+        }
+        return out
+    }
+}
