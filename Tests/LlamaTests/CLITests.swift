@@ -103,8 +103,40 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `llama reward train` writes a LlamaForSequenceClassification directory that `reward eval`
+    /// and `reward score` read back (Tools/check_reward_export.py checks it in transformers).
+    func testRewardTrainEvalScore() throws {
+        let model = try SharedData.path("reference/ref-gqa-32k/hf")
+        let pairs = try SharedData.path("chat/hh-rlhf/harmless-base-2000.jsonl")
+        let tmp = NSTemporaryDirectory() + "llama-reward-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        let lines = try String(contentsOfFile: pairs, encoding: .utf8).split(separator: "\n").prefix(12)
+        try Data((lines.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: tmp + "/pairs.jsonl"))
+        let train = try run(["reward", "train", "-m", model, "--data", tmp + "/pairs.jsonl", "--out", tmp + "/rm", "--seq", "128",
+                             "--batch", "2", "--accumulate", "2", "--validation", "0.25"])
+        XCTAssertEqual(train.status, 0, train.err)
+        XCTAssertTrue(train.out.contains("validation: accuracy"), train.out)
+        XCTAssertTrue(train.err.contains("cut to their last 128 tokens"), train.err)
+        let config = try String(contentsOfFile: tmp + "/rm/hf/config.json", encoding: .utf8)
+        XCTAssertTrue(config.contains("LlamaForSequenceClassification"))
+        XCTAssertEqual(try String(contentsOfFile: tmp + "/rm/log.jsonl", encoding: .utf8).split(separator: "\n").count, 3)
+        let eval = try run(["reward", "eval", "-m", tmp + "/rm/hf", "--data", tmp + "/pairs.jsonl", "--seq", "128", "--json"])
+        XCTAssertEqual(eval.status, 0, eval.err)
+        let result = try JSONSerialization.jsonObject(with: Data(eval.out.utf8)) as! [String: Any]
+        XCTAssertEqual(result["pairs"] as? Int, 12)
+        let a = try run(["reward", "score", "-m", tmp + "/rm/hf", "--prompt", "Hi", "--response", "Hello!"])
+        let b = try run(["reward", "score", "-m", tmp + "/rm/hf", "--prompt", "Hi", "--response", "Hello!"])
+        XCTAssertEqual(a.status, 0, a.err)
+        XCTAssertNotNil(Double(a.out.trimmingCharacters(in: .whitespacesAndNewlines)), a.out)
+        XCTAssertEqual(a.out, b.out)
+        let bad = try run(["reward", "eval", "-m", model, "--data", tmp + "/pairs.jsonl"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("score.weight"), bad.err)
+    }
+
     func testHelp() throws {
-        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval"] {
+        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval", "reward"] {
             let r = try run([sub, "--help"])
             XCTAssertEqual(r.status, 0)
             XCTAssertTrue(r.out.contains("USAGE"), sub)

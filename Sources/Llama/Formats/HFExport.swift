@@ -3,9 +3,10 @@ import Foundation
 /// Writes trained parameters as a Hugging Face `LlamaForCausalLM` directory: `config.json`,
 /// `model.safetensors` (Float32, transformers' tensor names, rotate-half q/k layout) and the
 /// tokenizer file when there is one to copy, so transformers, vLLM and PEFT take the model further.
+/// Parameters with a reward head are written as `LlamaForSequenceClassification` with one label.
 public enum HFExport {
     public static func write(_ parameters: TrainableParameters, to directory: String, tokenizerFile: String?,
-                             bosID: Int?, eosID: Int?) throws {
+                             bosID: Int?, eosID: Int?, padID: Int? = nil) throws {
         let c = parameters.config
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var config: [String: Any] = [
@@ -21,6 +22,14 @@ public enum HFExport {
         }
         if let bosID { config["bos_token_id"] = bosID }
         if let eosID { config["eos_token_id"] = eosID }
+        if parameters.layout.hasScoreHead {
+            config["architectures"] = ["LlamaForSequenceClassification"]
+            config["id2label"] = ["0": "LABEL_0"]
+            config["label2id"] = ["LABEL_0": 0]
+            // transformers reads the reward at the last token that is not padding, so padding
+            // must not be a token a sequence ends with (EOS / end of turn).
+            if let padID { config["pad_token_id"] = padID }
+        }
         let json = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
         try writeFileAtomically(directory + "/config.json") { try $0.write(contentsOf: json) }
         try writeSafetensors(parameters, to: directory + "/model.safetensors")

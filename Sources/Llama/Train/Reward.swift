@@ -58,6 +58,13 @@ public final class RewardModel: @unchecked Sendable {
     public let sequenceLength: Int
     let padToken: Int
 
+    /// A padding token that no reward sequence ends with (they end with EOS or an end-of-turn
+    /// token): 0, or 1 when 0 is EOS. Exported as `pad_token_id`, which transformers'
+    /// `LlamaForSequenceClassification` skips to find the last token.
+    public static func padToken(for tokenizer: any Tokenizer) -> Int {
+        tokenizer.eosID == 0 ? 1 : 0
+    }
+
     public init(parameters: TrainableParameters, pairsPerBatch: Int, sequenceLength: Int, padToken: Int = 0,
                 pool: ThreadPool = .shared) {
         precondition(parameters.layout.hasScoreHead, "a reward model needs a score head")
@@ -68,22 +75,30 @@ public final class RewardModel: @unchecked Sendable {
         backprop = BackpropModel(parameters: parameters, batchSize: 2 * pairsPerBatch, sequenceLength: sequenceLength, pool: pool)
     }
 
-    /// Rows of the batch: chosen sequences first, then rejected; unused rows are padding.
-    func batch(_ pairs: [PreferencePair]) throws -> (tokens: [Int], positions: [Int]) {
-        guard !pairs.isEmpty, pairs.count <= pairsPerBatch else {
-            throw LlamaError.invalidArgument("a reward batch holds 1...\(pairsPerBatch) pairs, got \(pairs.count)")
+    /// Sequences in the first rows of the batch, right-padded; unused rows are padding. Returns
+    /// the tokens and the row-major position of each sequence's last token.
+    func pack(_ sequences: [[Int]]) throws -> (tokens: [Int], positions: [Int]) {
+        guard !sequences.isEmpty, sequences.count <= 2 * pairsPerBatch else {
+            throw LlamaError.invalidArgument("a reward batch holds 1...\(2 * pairsPerBatch) sequences, got \(sequences.count)")
         }
         var tokens = [Int](repeating: padToken, count: 2 * pairsPerBatch * sequenceLength)
         var positions: [Int] = []
-        for (i, s) in (pairs.map(\.chosen) + pairs.map(\.rejected)).enumerated() {
+        for (row, s) in sequences.enumerated() {
             guard !s.isEmpty, s.count <= sequenceLength else {
                 throw LlamaError.invalidArgument("a sequence of \(s.count) tokens does not fit the reward model's \(sequenceLength)")
             }
-            let row = i < pairs.count ? i : pairsPerBatch + (i - pairs.count)
             for (j, t) in s.enumerated() { tokens[row * sequenceLength + j] = t }
             positions.append(row * sequenceLength + s.count - 1)
         }
         return (tokens, positions)
+    }
+
+    /// Chosen sequences first, then rejected.
+    func batch(_ pairs: [PreferencePair]) throws -> (tokens: [Int], positions: [Int]) {
+        guard !pairs.isEmpty, pairs.count <= pairsPerBatch else {
+            throw LlamaError.invalidArgument("a reward batch holds 1...\(pairsPerBatch) pairs, got \(pairs.count)")
+        }
+        return try pack(pairs.map(\.chosen) + pairs.map(\.rejected))
     }
 
     /// Scores the pairs and adds `gradScale` × the gradient of their summed ranking loss to
@@ -108,6 +123,12 @@ public final class RewardModel: @unchecked Sendable {
         return (loss, correct, Array(scores[0..<n]), Array(scores[n...]))
     }
 
+    /// Rewards of up to 2 × `pairsPerBatch` sequences (each a whole dialogue ending with the answer).
+    public func scores(_ sequences: [[Int]]) throws -> [Float] {
+        let (tokens, positions) = try pack(sequences)
+        return try backprop.scores(tokens: tokens, positions: positions)
+    }
+
     /// The loss and ranking of pairs without gradients.
     public func evaluate(_ pairs: [PreferencePair]) throws -> (lossSum: Double, correct: Int, chosen: [Float], rejected: [Float]) {
         let (tokens, positions) = try batch(pairs)
@@ -119,6 +140,25 @@ public final class RewardModel: @unchecked Sendable {
             if scores[i] > scores[n + i] { correct += 1 }
         }
         return (loss, correct, Array(scores[0..<n]), Array(scores[n...]))
+    }
+}
+
+extension RewardModel {
+    /// A reward model's parameters from a Hugging Face directory with a `score.weight`
+    /// (`LlamaForSequenceClassification` with one label, as `llama reward train` writes it).
+    public static func loadParameters(directory: String) throws -> TrainableParameters {
+        let (weights, _) = try HFDirectory.loadWeights(directory: directory)
+        let path = directory + "/model.safetensors"
+        guard FileManager.default.fileExists(atPath: path) else { throw LlamaError.fileNotFound(path) }
+        let file = try SafetensorsFile(path: path)
+        let head = try file.matrix("score.weight")
+        guard head.rows == 1, head.cols == weights.config.dim else {
+            throw LlamaError.shapeMismatch(file: path, tensor: "score.weight", expected: [1, weights.config.dim], found: [head.rows, head.cols])
+        }
+        let params = TrainableParameters(weights: weights).addingScoreHead(seed: 0)
+        // The matrix reads the mapped file: keep it mapped while copying.
+        withExtendedLifetime(file) { head.row(0, into: params.tensor("score.weight")!.baseAddress!) }
+        return params
     }
 }
 
