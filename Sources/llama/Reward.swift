@@ -116,6 +116,9 @@ struct RewardTrain: ParsableCommand {
     @Option(help: "Seed of the validation split, the shuffling and the head's initialisation.")
     var seed: UInt64 = 1
 
+    @Option(help: "Freeze the embedding and the lower N layers (the backward pass stops above them).")
+    var freeze: Int = 0
+
     func run() throws {
         guard (0..<1).contains(validation) else { throw ValidationError("--validation is a fraction in [0, 1)") }
         guard epochs >= 1, batch >= 1, accumulate >= 1, lr > 0 else { throw ValidationError("--epochs, --batch, --accumulate and --lr must be positive") }
@@ -137,7 +140,10 @@ struct RewardTrain: ParsableCommand {
         let params = TrainableParameters(weights: m.weights).addingScoreHead(seed: seed)
         let rm = RewardModel(parameters: params, pairsPerBatch: batch, sequenceLength: dataOptions.seq,
                              padToken: RewardModel.padToken(for: m.tokenizer), pool: pool)
+        guard (0...m.config.layerCount).contains(freeze) else { throw ValidationError("--freeze is 0...\(m.config.layerCount) layers") }
+        rm.frozenLayers = freeze
         let optimizer = AdamW(layout: params.layout)
+        optimizer.frozen = params.layout.tensorNames(belowLayer: freeze)
         let gradients = FloatBuffer(count: params.layout.count)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let log = try RecordLog(path: out + "/log.jsonl")

@@ -50,6 +50,37 @@ final class RewardTests: XCTestCase {
         XCTAssertEqual(e.lossSum, r.lossSum, accuracy: 1e-9)
     }
 
+    /// Freezing the lower layers: the layers above get the same gradients, the frozen ones and
+    /// the embedding none, and AdamW leaves them as they were.
+    func testFrozenLowerLayers() throws {
+        let fixture = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/training/reward-tiny.json")))
+        let (_, lm) = try TrainingTests.tiny()
+        let params = lm.addingScoreHead(seed: 3)
+        let pairs = (0..<3).map { PreferencePair(chosen: fixture.chosen[$0], rejected: fixture.rejected[$0]) }
+        let model = RewardModel(parameters: params, pairsPerBatch: 3, sequenceLength: 16)
+        let full = FloatBuffer(count: params.layout.count), partial = FloatBuffer(count: params.layout.count)
+        try model.accumulateGradients(pairs, gradScale: 1, into: full)
+        model.frozenLayers = 1
+        try model.accumulateGradients(pairs, gradScale: 1, into: partial)
+        let frozen = params.layout.tensorNames(belowLayer: 1)
+        XCTAssertTrue(frozen.contains("model.embed_tokens.weight"))
+        XCTAssertTrue(frozen.contains("model.layers.0.mlp.up_proj.weight"))
+        XCTAssertFalse(frozen.contains("model.layers.1.mlp.up_proj.weight"))
+        for slot in params.layout.slots {
+            for i in slot.offset..<(slot.offset + slot.count) {
+                XCTAssertEqual(partial[i], frozen.contains(slot.name) ? 0 : full[i], slot.name)
+            }
+        }
+        let before = params.values.array
+        let optimizer = AdamW(layout: params.layout)
+        optimizer.frozen = frozen
+        optimizer.update(params.values, gradients: full, lr: 0.1)
+        for slot in params.layout.slots {
+            let changed = (slot.offset..<(slot.offset + slot.count)).contains { params.values[$0] != before[$0] }
+            XCTAssertEqual(changed, !frozen.contains(slot.name), slot.name)
+        }
+    }
+
     func testRankingLossIsStableAndHasTheRightSlope() {
         let far = RankingLoss.pair(chosen: 200, rejected: -200, margin: 0)
         XCTAssertEqual(far.loss, 0, accuracy: 1e-12)

@@ -19,6 +19,9 @@ public final class BackpropModel: @unchecked Sendable {
     public let batchSize: Int
     public let sequenceLength: Int
     public let pool: ThreadPool
+    /// The backward pass stops above this many lower layers (and skips the embedding when it is
+    /// more than 0): their gradients stay untouched, and the work is saved.
+    public var frozenLayers = 0
     var config: ModelConfig { parameters.config }
     var layout: ParameterLayout { parameters.layout }
     var rows: Int { batchSize * sequenceLength }
@@ -244,7 +247,7 @@ public final class BackpropModel: @unchecked Sendable {
         let c = config, n = rows
         let p = parameters.values.pointer, g = gradients.pointer
         rmsnormBackward(dx: dx, dy: dNorm, x: final, rstd: finalRstd, w: p + layout.norm, dw: g + layout.norm, accumulate: false)
-        for l in stride(from: c.layerCount - 1, through: 0, by: -1) {
+        for l in stride(from: c.layerCount - 1, through: frozenLayers, by: -1) {
             let s = layout.layers[l], a = layers[l]
             // Feed-forward: next = middle + W2 act; dx is d loss / d next.
             linearBackward(dy: dx, x: a.act, w: p + s.w2, dw: g + s.w2, out: c.dim, in: c.hiddenDim, dx: dAct, accumulate: false)
@@ -270,6 +273,7 @@ public final class BackpropModel: @unchecked Sendable {
             rmsnormBackward(dx: dx, dy: dNorm, x: a.input, rstd: a.rstd1, w: p + s.attentionNorm, dw: g + s.attentionNorm, accumulate: true)
         }
         // Embedding rows (the output matrix's gradient is already there when tied).
+        guard frozenLayers == 0 else { return }
         for (i, t) in tokens.enumerated() {
             let row = g + layout.embedding + t * c.dim
             for j in 0..<c.dim { row[j] += dx[i * c.dim + j] }

@@ -24,6 +24,8 @@ public final class AdamW: @unchecked Sendable {
     public let v: FloatBuffer
     /// Optimizer steps taken.
     public var step: Int
+    /// Tensors left as they are (frozen layers): no update, no weight decay.
+    public var frozen: Set<String> = []
 
     public init(layout: ParameterLayout, options: AdamWOptions = AdamWOptions()) {
         self.options = options
@@ -57,7 +59,7 @@ public final class AdamW: @unchecked Sendable {
         let bias2Sqrt = (1 - powf(o.beta2, Float(step))).squareRoot()
         let stepSize = lr / bias1
         let p = parameters.pointer, g = gradients.pointer, m = m.pointer, v = v.pointer
-        for slot in layout.slots {
+        for slot in layout.slots where !frozen.contains(slot.name) {
             let decay: Float = slot.decayed ? 1 - lr * o.weightDecay : 1
             for i in slot.offset..<(slot.offset + slot.count) {
                 p[i] *= decay

@@ -100,6 +100,18 @@ public struct ParameterLayout: Sendable {
     }
 
     public func slot(named name: String) -> TensorSlot? { slots.first { $0.name == name } }
+
+    /// The tensors of the embedding and of layers 0..<n: what freezing the lower n layers
+    /// freezes (with tied embeddings that includes the output projection).
+    public func tensorNames(belowLayer n: Int) -> Set<String> {
+        guard n > 0 else { return [] }
+        var names: Set<String> = ["model.embed_tokens.weight"]
+        for s in slots {
+            let parts = s.name.split(separator: ".")
+            if parts.count > 2, parts[1] == "layers", let l = Int(parts[2]), l < n { names.insert(s.name) }
+        }
+        return names
+    }
 }
 
 /// A model's parameters as Float32, ready to train: built from any loaded model (quantized

@@ -57,6 +57,11 @@ public final class RewardModel: @unchecked Sendable {
     public let pairsPerBatch: Int
     public let sequenceLength: Int
     let padToken: Int
+    /// Lower layers left out of the backward pass (`BackpropModel.frozenLayers`).
+    public var frozenLayers: Int {
+        get { backprop.frozenLayers }
+        set { backprop.frozenLayers = newValue }
+    }
 
     /// A padding token that no reward sequence ends with (they end with EOS or an end-of-turn
     /// token): 0, or 1 when 0 is EOS. Exported as `pad_token_id`, which transformers'
