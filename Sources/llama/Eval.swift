@@ -110,8 +110,8 @@ struct Eval: ParsableCommand {
         let evaluator = try Evaluator(model: m, task: definition, options: options, pool: try model.pool())
 
         let recordsPath = records ?? "\(definition.task)-records.jsonl"
-        var writer: RecordWriter?
-        if recordsPath != "-" { writer = try RecordWriter(path: recordsPath) }
+        var writer: JSONLines?
+        if recordsPath != "-" { writer = try JSONLines(path: recordsPath) }
         let bar = ProgressBar(label: definition.task)
         Interrupt.install()
         let report = try Interrupt.stoppable { keepGoing in
@@ -149,31 +149,6 @@ struct Eval: ParsableCommand {
         return "\(report.model): \(report.task)\(shots), \(report.items) items in \(String(format: "%.1f", report.seconds)) s\n\n"
             + line(header) + rule + rows.map(line).joined()
     }
-}
-
-/// Appends one JSON object per line; the file is complete up to the last finished item even
-/// when the run is stopped.
-final class RecordWriter {
-    let path: String
-    let handle: FileHandle
-    let encoder = JSONEncoder()
-
-    init(path: String) throws {
-        self.path = path
-        guard FileManager.default.createFile(atPath: path, contents: nil) else {
-            throw LlamaError.cannotWrite(file: path, reason: "cannot create the records file")
-        }
-        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    }
-
-    func write(_ record: EvalRecord) throws {
-        var line = try encoder.encode(record)
-        line.append(0x0A)
-        try handle.write(contentsOf: line)
-    }
-
-    func close() throws { try handle.close() }
 }
 
 /// "piqa [#######.........] 412/1838  9.8 items/s  ETA 2m25s  acc 0.6012" on one refreshing

@@ -100,6 +100,37 @@ func tensorProgress(_ label: String) -> (Int, Int) -> Void {
     }
 }
 
+/// A JSONL file written a line at a time (training logs, evaluation records): complete up to the
+/// last line written, even when the run is stopped.
+final class JSONLines {
+    let path: String
+    private let handle: FileHandle
+    private let encoder = JSONEncoder()
+
+    /// Creates (or empties) the file; with `append`, keeps what it has and writes after it.
+    init(path: String, append: Bool = false) throws {
+        self.path = path
+        if !append || !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                throw LlamaError.cannotWrite(file: path, reason: "cannot create")
+            }
+        }
+        handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    }
+
+    func write(_ object: [String: Any]) throws {
+        try handle.write(contentsOf: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8))
+    }
+
+    func write<T: Encodable>(_ value: T) throws {
+        try handle.write(contentsOf: try encoder.encode(value) + Data("\n".utf8))
+    }
+
+    func close() throws { try handle.close() }
+}
+
 /// The chat format `--template` names, or the one the model's own template implies.
 func chatFormat(named name: String?, for model: Model) throws -> ChatFormat {
     guard let name else { return ChatFormat.detect(template: model.chatTemplate, tokenizer: model.tokenizer) }

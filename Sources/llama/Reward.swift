@@ -146,7 +146,7 @@ struct RewardTrain: ParsableCommand {
         optimizer.frozen = params.layout.tensorNames(belowLayer: freeze)
         let gradients = FloatBuffer(count: params.layout.count)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let log = try RecordLog(path: out + "/log.jsonl")
+        let log = try JSONLines(path: out + "/log.jsonl")
         note(String(format: "reward model: %.1f M parameters; %d training pairs, %d validation; %d steps of %d pairs; lr %.2g, warm-up %d",
                     Double(params.layout.count) / 1e6, training.count, validationPairs.count, totalSteps, pairsPerStep,
                     Double(lr), schedule.warmupSteps))
@@ -217,24 +217,6 @@ func copyableTokenizer(_ m: Model) -> String? {
         return m.path + "/" + name
     }
     return nil
-}
-
-/// One JSON object per line, appended as the run goes.
-final class RecordLog {
-    let handle: FileHandle
-
-    init(path: String) throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
-            throw LlamaError.cannotWrite(file: path, reason: "cannot create")
-        }
-        handle = h
-    }
-
-    func write(_ object: [String: Any]) throws {
-        var data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        data.append(0x0A)
-        try handle.write(contentsOf: data)
-    }
 }
 
 struct RewardEval: ParsableCommand {

@@ -335,13 +335,8 @@ func runTraining(_ trainer: Trainer, checkpointPath: String, logPath: String, sa
     note(String(format: "model: %.2f M parameters (%@); %d tokens per step; training data %d tokens, %d validation windows",
                 Double(trainer.parameters.layout.count) / 1e6, describe(c), options.tokensPerStep,
                 trainer.data.trainingTokens, trainer.data.validationWindows))
-    if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
-    let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-    try log.seekToEnd()
-    func record(_ object: [String: Any]) throws {
-        let line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        try log.write(contentsOf: line + Data("\n".utf8))
-    }
+    let log = try JSONLines(path: logPath, append: true)
+    func record(_ object: [String: Any]) throws { try log.write(object) }
     let started = DispatchTime.now().uptimeNanoseconds
     let firstStep = trainer.step
     var lastValidation: Double?
