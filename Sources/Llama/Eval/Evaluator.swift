@@ -359,33 +359,29 @@ public struct ChoiceScorer {
 
     /// (context tokens, continuation tokens) for one pair.
     public func encodePair(context: String, continuation: String) -> ([Int], [Int]) {
+        let (contextTokens, parts) = encode(context: context, continuations: [continuation])
+        return (contextTokens, parts[0])
+    }
+
+    /// The context's tokens (encoded once) and each continuation's.
+    func encode(context: String, continuations: [String]) -> ([Int], [[Int]]) {
         if context.isEmpty {
             // The harness conditions an empty context on a prefix token: BOS, or else EOS.
             let prefix = model.tokenizer.bosID ?? model.tokenizer.eosID ?? 0
-            return ([prefix], model.tokenizer.encode(continuation, addBOS: false, parseSpecial: false))
+            return ([prefix], continuations.map { model.tokenizer.encode($0, addBOS: false, parseSpecial: false) })
         }
-        var context = Substring(context), continuation = continuation
-        let spaces = context.unicodeScalars.reversed().prefix { $0.properties.isWhitespace }.count
-        if spaces > 0 {
-            let cut = context.unicodeScalars.index(context.unicodeScalars.endIndex, offsetBy: -spaces)
-            continuation = String(context.unicodeScalars[cut...]) + continuation
-            context = Substring(context.unicodeScalars[..<cut])
-        }
-        let whole = encode(String(context) + continuation)
-        let contextTokens = encode(String(context))
-        return (contextTokens, Array(whole.dropFirst(contextTokens.count)))
+        let scalars = context.unicodeScalars
+        let spaces = scalars.reversed().prefix { $0.properties.isWhitespace }.count
+        let cut = scalars.index(scalars.endIndex, offsetBy: -spaces)
+        let trimmed = String(scalars[..<cut]), moved = String(scalars[cut...])
+        let contextTokens = encode(trimmed)
+        return (contextTokens, continuations.map { Array(encode(trimmed + moved + $0).dropFirst(contextTokens.count)) })
     }
 
     func score(context: String, continuations: [String], doc: EvalDocument) throws
         -> (results: [(logLikelihood: Double, isGreedy: Bool)], truncated: Int) {
-        var contextTokens: [Int] = []
-        var parts: [[Int]] = []
-        for c in continuations {
-            let (ctx, cont) = encodePair(context: context, continuation: c)
-            contextTokens = ctx
-            guard !cont.isEmpty else { throw doc.error("a choice encodes to no tokens") }
-            parts.append(cont)
-        }
+        var (contextTokens, parts) = encode(context: context, continuations: continuations)
+        guard parts.allSatisfy({ !$0.isEmpty }) else { throw doc.error("a choice encodes to no tokens") }
         // The context and the longest continuation must fit; cut the context from the left.
         let longest = parts.map(\.count).max()!
         let room = transformer.contextLength + 1 - longest

@@ -114,18 +114,27 @@ public final class RewardModel: @unchecked Sendable {
         -> (lossSum: Double, correct: Int, chosen: [Float], rejected: [Float]) {
         let (tokens, positions) = try batch(pairs)
         let scores = try backprop.scores(tokens: tokens, positions: positions)
+        let r = Self.rank(scores, pairs)
+        backprop.accumulateScoreGradients(tokens: tokens, positions: positions, dScores: r.dScores.map { $0 * gradScale },
+                                          into: gradients)
+        return (r.lossSum, r.correct, r.chosen, r.rejected)
+    }
+
+    /// The summed ranking loss of pairs given their rewards (chosen first, then rejected), how
+    /// many are ranked right, and d loss / d reward.
+    static func rank(_ scores: [Float], _ pairs: [PreferencePair])
+        -> (lossSum: Double, correct: Int, chosen: [Float], rejected: [Float], dScores: [Float]) {
         let n = pairs.count
         var loss = 0.0, correct = 0
         var dScores = [Float](repeating: 0, count: 2 * n)
         for i in 0..<n {
             let r = RankingLoss.pair(chosen: scores[i], rejected: scores[n + i], margin: pairs[i].margin)
             loss += r.loss
-            dScores[i] = r.dChosen * gradScale
-            dScores[n + i] = r.dRejected * gradScale
+            dScores[i] = r.dChosen
+            dScores[n + i] = r.dRejected
             if scores[i] > scores[n + i] { correct += 1 }
         }
-        backprop.accumulateScoreGradients(tokens: tokens, positions: positions, dScores: dScores, into: gradients)
-        return (loss, correct, Array(scores[0..<n]), Array(scores[n...]))
+        return (loss, correct, Array(scores[0..<n]), Array(scores[n...]), dScores)
     }
 
     /// Rewards of up to 2 × `pairsPerBatch` sequences (each a whole dialogue ending with the answer).
@@ -137,14 +146,8 @@ public final class RewardModel: @unchecked Sendable {
     /// The loss and ranking of pairs without gradients.
     public func evaluate(_ pairs: [PreferencePair]) throws -> (lossSum: Double, correct: Int, chosen: [Float], rejected: [Float]) {
         let (tokens, positions) = try batch(pairs)
-        let scores = try backprop.scores(tokens: tokens, positions: positions)
-        let n = pairs.count
-        var loss = 0.0, correct = 0
-        for i in 0..<n {
-            loss += RankingLoss.pair(chosen: scores[i], rejected: scores[n + i], margin: pairs[i].margin).loss
-            if scores[i] > scores[n + i] { correct += 1 }
-        }
-        return (loss, correct, Array(scores[0..<n]), Array(scores[n...]))
+        let r = Self.rank(try backprop.scores(tokens: tokens, positions: positions), pairs)
+        return (r.lossSum, r.correct, r.chosen, r.rejected)
     }
 }
 
