@@ -177,16 +177,11 @@ final class ProgressBar {
         let eta = Double(p.total - p.done) / max(rate, 1e-9)
         let text = String(format: "%@ [%@%@] %d/%d  %.2f items/s  ETA %@  %@ %.4f", label,
                           String(repeating: "#", count: filled), String(repeating: ".", count: width - filled),
-                          p.done, p.total, rate, Self.duration(eta), p.metric, p.value)
+                          p.done, p.total, rate, duration(eta), p.metric, p.value)
         FileHandle.standardError.write(Data((isTerminal ? "\r" + text + "\u{1B}[K" : text + "\n").utf8))
     }
 
     func finish() {
         if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
-    }
-
-    static func duration(_ s: Double) -> String {
-        let t = Int(s.rounded())
-        return t >= 3600 ? "\(t / 3600)h\(t % 3600 / 60)m" : t >= 60 ? "\(t / 60)m\(t % 60)s" : "\(t)s"
     }
 }

@@ -184,7 +184,7 @@ struct RewardTrain: ParsableCommand {
                     note(String(format: "step %d/%d  loss %.4f  acc %.3f (last 20: %.4f, %.3f)  lr %.2e  |g| %.2f  %.0f tok/s  %@",
                                 stepsDone, totalSteps, meanLoss, accuracy, recentLoss.reduce(0, +) / Double(recentLoss.count),
                                 recentCorrect.reduce(0, +) / Double(recentCorrect.count), Double(rate), Double(norm),
-                                Double(tokensSeen) / seconds, ProgressBar.duration(seconds)))
+                                Double(tokensSeen) / seconds, duration(seconds)))
                 }
             }
         }
