@@ -59,18 +59,22 @@ func accuracyInterval(_ correct: Int, _ n: Int) -> (value: Double, low: Double, 
     return (p, centre - half, centre + half)
 }
 
-/// Runs pairs through a reward model in batches; returns the summed loss, the correct count and
-/// each pair's rewards.
+/// The longer of a pair's two sequences: batches of pairs of similar length waste little on padding.
+func pairLength(_ p: PreferencePair) -> Int { max(p.chosen.count, p.rejected.count) }
+
+/// Runs pairs through a reward model in batches of similar length; returns the summed loss, the
+/// correct count and each pair's rewards, in the pairs' order.
 func evaluatePairs(_ model: RewardModel, _ pairs: [PreferencePair]) throws -> (loss: Double, correct: Int, rewards: [(Float, Float)]) {
     var loss = 0.0, correct = 0
-    var rewards: [(Float, Float)] = []
+    var rewards = [(Float, Float)](repeating: (0, 0), count: pairs.count)
+    let order = pairs.indices.sorted { pairLength(pairs[$0]) < pairLength(pairs[$1]) }
     var i = 0
-    while i < pairs.count {
-        let chunk = Array(pairs[i..<min(i + model.pairsPerBatch, pairs.count)])
-        let r = try model.evaluate(chunk)
+    while i < order.count {
+        let chunk = Array(order[i..<min(i + model.pairsPerBatch, order.count)])
+        let r = try model.evaluate(chunk.map { pairs[$0] })
         loss += r.lossSum
         correct += r.correct
-        rewards += zip(r.chosen, r.rejected).map { ($0, $1) }
+        for (k, j) in chunk.enumerated() { rewards[j] = (r.chosen[k], r.rejected[k]) }
         i += chunk.count
     }
     return (loss, correct, rewards)
@@ -116,12 +120,23 @@ struct RewardTrain: ParsableCommand {
     @Option(help: "Seed of the validation split, the shuffling and the head's initialisation.")
     var seed: UInt64 = 1
 
-    @Option(help: "Freeze the embedding and the lower N layers (the backward pass stops above them).")
+    @Option(help: """
+        Freeze the embedding and the lower N layers: the backward pass stops above them, and the \
+        states entering layer N are saved per sequence (up to --state-gib), so later epochs and \
+        validation run only the upper layers.
+        """)
     var freeze: Int = 0
+
+    @Option(help: "Memory for the saved frozen-layer states, in GiB.")
+    var stateGib: Double = 4
+
+    @Option(help: "Also validate every N steps (0: only at the end); logged to log.jsonl.")
+    var evalEvery: Int = 0
 
     func run() throws {
         guard (0..<1).contains(validation) else { throw ValidationError("--validation is a fraction in [0, 1)") }
         guard epochs >= 1, batch >= 1, accumulate >= 1, lr > 0 else { throw ValidationError("--epochs, --batch, --accumulate and --lr must be positive") }
+        guard stateGib >= 0, evalEvery >= 0 else { throw ValidationError("--state-gib and --eval-every cannot be negative") }
         let m = try model.load()
         let all = try dataOptions.load(data, model: m)
         var rng = SplitMix64(seed: seed)
@@ -142,6 +157,7 @@ struct RewardTrain: ParsableCommand {
                              padToken: RewardModel.padToken(for: m.tokenizer), pool: pool)
         guard (0...m.config.layerCount).contains(freeze) else { throw ValidationError("--freeze is 0...\(m.config.layerCount) layers") }
         rm.frozenLayers = freeze
+        rm.frozenStateBudget = Int(stateGib * Double(1 << 30))
         let optimizer = AdamW(layout: params.layout)
         optimizer.frozen = params.layout.tensorNames(belowLayer: freeze)
         let gradients = FloatBuffer(count: params.layout.count)
@@ -160,7 +176,11 @@ struct RewardTrain: ParsableCommand {
                 if epoch > 0 { training.shuffle(using: &rng) }
                 for s in 0..<stepsPerEpoch {
                     guard keepGoing() else { return }
-                    let stepPairs = Array(training[(s * pairsPerStep)..<min((s + 1) * pairsPerStep, training.count)])
+                    // The step's gradient is a sum over its pairs: grouping them by length
+                    // changes only how much padding the passes carry.
+                    let stepPairs = training[(s * pairsPerStep)..<min((s + 1) * pairsPerStep, training.count)].sorted {
+                        pairLength($0) < pairLength($1)
+                    }
                     gradients.zero()
                     var loss = 0.0, correct = 0, i = 0
                     while i < stepPairs.count {
@@ -185,6 +205,18 @@ struct RewardTrain: ParsableCommand {
                                 stepsDone, totalSteps, meanLoss, accuracy, recentLoss.reduce(0, +) / Double(recentLoss.count),
                                 recentCorrect.reduce(0, +) / Double(recentCorrect.count), Double(rate), Double(norm),
                                 Double(tokensSeen) / seconds, duration(seconds)))
+                    if evalEvery > 0, stepsDone % evalEvery == 0, stepsDone < totalSteps, !validationPairs.isEmpty {
+                        let v = try evaluatePairs(rm, validationPairs)
+                        let a = accuracyInterval(v.correct, validationPairs.count)
+                        try log.write(["step": stepsDone, "validation_accuracy": a.value, "validation_accuracy_95": [a.low, a.high],
+                                       "validation_loss": v.loss / Double(validationPairs.count)])
+                        note(String(format: "validation at step %d: accuracy %.4f (%.4f–%.4f), loss %.4f", stepsDone, a.value,
+                                    a.low, a.high, v.loss / Double(validationPairs.count)))
+                    }
+                }
+                if epoch == 0, freeze > 0 {
+                    note(String(format: "saved the states entering layer %d for %d sequences (%.2f GiB)", freeze, rm.frozenStateCount,
+                                Double(rm.frozenStateBytes) / Double(1 << 30)))
                 }
             }
         }

@@ -22,9 +22,15 @@ public final class BackpropModel: @unchecked Sendable {
     /// The backward pass stops above this many lower layers (and skips the embedding when it is
     /// more than 0): their gradients stay untouched, and the work is saved.
     public var frozenLayers = 0
+    /// Tokens per sequence in the current batch, at most `sequenceLength`: a batch of short
+    /// sequences (a reward batch padded to its longest) runs over `batchSize × activeLength`
+    /// rows only. Tokens and targets are (batchSize, activeLength) row-major.
+    public var activeLength: Int {
+        didSet { precondition((1...sequenceLength).contains(activeLength), "activeLength \(activeLength) is not 1...\(sequenceLength)") }
+    }
     var config: ModelConfig { parameters.config }
     var layout: ParameterLayout { parameters.layout }
-    var rows: Int { batchSize * sequenceLength }
+    var rows: Int { batchSize * activeLength }
 
     /// What one layer's backward pass reads, saved by its forward pass.
     struct LayerActivations {
@@ -48,7 +54,7 @@ public final class BackpropModel: @unchecked Sendable {
     private let finalNorm: FloatBuffer   // (n, dim)
     private let finalRstd: FloatBuffer   // (n)
     /// (n, vocab), then d loss / d logits; allocated on first use (a reward model never needs it).
-    private lazy var logits = FloatBuffer(count: rows * config.vocabSize)
+    private lazy var logits = FloatBuffer(count: batchSize * sequenceLength * config.vocabSize)
     private let cos: [Float], sin: [Float]  // (T, ropeDim / 2)
 
     // Backward-pass scratch.
@@ -60,6 +66,7 @@ public final class BackpropModel: @unchecked Sendable {
         self.parameters = parameters
         self.batchSize = batchSize
         self.sequenceLength = sequenceLength
+        self.activeLength = sequenceLength
         self.pool = pool
         let c = parameters.config
         let n = batchSize * sequenceLength
@@ -87,7 +94,7 @@ public final class BackpropModel: @unchecked Sendable {
         dGate = buffer(n * c.hiddenDim); dUp = buffer(n * c.hiddenDim); dAct = buffer(n * c.hiddenDim)
     }
 
-    /// Runs the batch forward and backward: `tokens` and `targets` are (batchSize, sequenceLength)
+    /// Runs the batch forward and backward: `tokens` and `targets` are (batchSize, activeLength)
     /// row-major; a target of -1 is ignored (no loss, no gradient). Adds
     /// `gradScale * d(Σ token losses)/dθ` to `gradients` (same layout as the parameters), so
     /// `gradScale = 1 / targets counted over all micro-batches` gives the mean loss's gradient.
@@ -110,12 +117,16 @@ public final class BackpropModel: @unchecked Sendable {
     /// The reward head's scalar at `positions` (row indices into the batch, one per sequence
     /// usually: its last token): `score.weight · finalNorm[position]`. Keeps the activations
     /// for `accumulateScoreGradients`.
-    public func scores(tokens: [Int], positions: [Int]) throws -> [Float] {
+    ///
+    /// With `fromLayer` > 0 the embedding and the layers below it are skipped: the caller has
+    /// written the residual stream entering that layer into `residual(enteringLayer:)` (states
+    /// saved from an earlier pass while those layers are frozen).
+    public func scores(tokens: [Int], positions: [Int], fromLayer: Int = 0) throws -> [Float] {
         guard let score = layout.score else { throw LlamaError.invalidArgument("these parameters have no reward head (score.weight)") }
         for r in positions where r < 0 || r >= rows {
             throw LlamaError.invalidArgument("reward position \(r) is outside the batch of \(rows) rows")
         }
-        try forwardTrunk(tokens: tokens)
+        try forwardTrunk(tokens: tokens, fromLayer: fromLayer)
         let d = config.dim, w = parameters.values.pointer + score
         return positions.map { r in
             var sum: Float = 0
@@ -145,7 +156,7 @@ public final class BackpropModel: @unchecked Sendable {
     private func forward(tokens: [Int], targets: [Int], gradScale: Float) throws -> (lossSum: Double, count: Int) {
         let c = config, n = rows
         guard targets.count == n else {
-            throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(sequenceLength) = \(n) targets, got \(targets.count)")
+            throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(activeLength) = \(n) targets, got \(targets.count)")
         }
         for t in targets where t < -1 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
         try forwardTrunk(tokens: tokens)
@@ -153,19 +164,30 @@ public final class BackpropModel: @unchecked Sendable {
         return crossEntropy(targets: targets, gradScale: gradScale)
     }
 
+    /// The residual stream entering layer `l` ((rows, dim) row-major; `l` = layerCount is the
+    /// last layer's output), as the last forward pass left it.
+    public func residual(enteringLayer l: Int) -> UnsafeMutablePointer<Float> {
+        precondition((0...config.layerCount).contains(l))
+        return (l < config.layerCount ? layers[l].input : final).pointer
+    }
+
     /// Embedding, every layer and the final norm: `finalNorm` holds the last hidden states.
-    private func forwardTrunk(tokens: [Int]) throws {
+    /// From `fromLayer` > 0, the residual stream entering that layer is already in place.
+    private func forwardTrunk(tokens: [Int], fromLayer: Int = 0) throws {
         let c = config, n = rows
         guard tokens.count == n else {
-            throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(sequenceLength) = \(n) tokens, got \(tokens.count)")
+            throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(activeLength) = \(n) tokens, got \(tokens.count)")
         }
+        precondition((0...c.layerCount).contains(fromLayer))
         for t in tokens where t < 0 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
         let p = parameters.values.pointer
-        let x = layers.first?.input ?? final
-        for (i, t) in tokens.enumerated() {
-            (x.pointer + i * c.dim).update(from: p + layout.embedding + t * c.dim, count: c.dim)
+        if fromLayer == 0 {
+            let x = layers.first?.input ?? final
+            for (i, t) in tokens.enumerated() {
+                (x.pointer + i * c.dim).update(from: p + layout.embedding + t * c.dim, count: c.dim)
+            }
         }
-        for l in 0..<c.layerCount {
+        for l in fromLayer..<c.layerCount {
             let s = layout.layers[l], a = layers[l]
             let next = l + 1 < c.layerCount ? layers[l + 1].input : final
             rmsnormForward(a.norm1, a.rstd1, a.input, p + s.attentionNorm)
@@ -340,7 +362,7 @@ public final class BackpropModel: @unchecked Sendable {
         let c = config, half = c.ropeDim / 2, width = heads * c.headDim
         let sign: Float = inverse ? -1 : 1
         for r in 0..<rows {
-            let pos = r % sequenceLength
+            let pos = r % activeLength
             let cs = pos * half
             for h in 0..<heads {
                 let head = x.pointer + r * width + h * c.headDim
@@ -359,7 +381,7 @@ public final class BackpropModel: @unchecked Sendable {
 
     /// Causal attention of each sequence; keeps each row's log-sum-exp.
     private func attentionForward(_ a: LayerActivations) {
-        let c = config, T = sequenceLength, hd = c.headDim
+        let c = config, T = activeLength, hd = c.headDim
         let group = c.headCount / c.kvHeadCount
         let scale = 1 / Float(hd).squareRoot()
         let q = SendablePointer(a.q.pointer), k = SendablePointer(a.k.pointer), v = SendablePointer(a.v.pointer)
@@ -394,7 +416,7 @@ public final class BackpropModel: @unchecked Sendable {
     /// From dAttention (d loss / d attention output) to dq, dk, dv. One task per sequence and
     /// key/value head, so the query heads sharing it add into its dk, dv without races.
     private func attentionBackward(_ a: LayerActivations) {
-        let c = config, T = sequenceLength, hd = c.headDim
+        let c = config, T = activeLength, hd = c.headDim
         let group = c.headCount / c.kvHeadCount
         let scale = 1 / Float(hd).squareRoot()
         dk.zero()

@@ -80,30 +80,79 @@ public final class RewardModel: @unchecked Sendable {
         backprop = BackpropModel(parameters: parameters, batchSize: 2 * pairsPerBatch, sequenceLength: sequenceLength, pool: pool)
     }
 
-    /// Sequences in the first rows of the batch, right-padded; unused rows are padding. Returns
-    /// the tokens and the row-major position of each sequence's last token.
+    /// Sequences in the first rows of the batch, right-padded to the longest of them (the
+    /// batch's `activeLength`); unused rows are padding. Returns the tokens and the row-major
+    /// position of each sequence's last token.
     func pack(_ sequences: [[Int]]) throws -> (tokens: [Int], positions: [Int]) {
         guard !sequences.isEmpty, sequences.count <= 2 * pairsPerBatch else {
             throw LlamaError.invalidArgument("a reward batch holds 1...\(2 * pairsPerBatch) sequences, got \(sequences.count)")
         }
-        var tokens = [Int](repeating: padToken, count: 2 * pairsPerBatch * sequenceLength)
+        for s in sequences where s.isEmpty || s.count > sequenceLength {
+            throw LlamaError.invalidArgument("a sequence of \(s.count) tokens does not fit the reward model's \(sequenceLength)")
+        }
+        let T = sequences.map(\.count).max()!
+        backprop.activeLength = T
+        var tokens = [Int](repeating: padToken, count: 2 * pairsPerBatch * T)
         var positions: [Int] = []
         for (row, s) in sequences.enumerated() {
-            guard !s.isEmpty, s.count <= sequenceLength else {
-                throw LlamaError.invalidArgument("a sequence of \(s.count) tokens does not fit the reward model's \(sequenceLength)")
-            }
-            for (j, t) in s.enumerated() { tokens[row * sequenceLength + j] = t }
-            positions.append(row * sequenceLength + s.count - 1)
+            for (j, t) in s.enumerated() { tokens[row * T + j] = t }
+            positions.append(row * T + s.count - 1)
         }
         return (tokens, positions)
     }
 
     /// Chosen sequences first, then rejected.
-    func batch(_ pairs: [PreferencePair]) throws -> (tokens: [Int], positions: [Int]) {
+    func batch(_ pairs: [PreferencePair]) throws -> [[Int]] {
         guard !pairs.isEmpty, pairs.count <= pairsPerBatch else {
             throw LlamaError.invalidArgument("a reward batch holds 1...\(pairsPerBatch) pairs, got \(pairs.count)")
         }
-        return try pack(pairs.map(\.chosen) + pairs.map(\.rejected))
+        return pairs.map(\.chosen) + pairs.map(\.rejected)
+    }
+
+    // MARK: Frozen-trunk states
+
+    /// While the lower `frozenLayers` layers are frozen, the residual stream entering the first
+    /// trained layer depends on the tokens alone: it is saved per sequence the first time the
+    /// sequence goes through, and later passes (further epochs, validation) start from it and run
+    /// only the trained layers. Saving stops at `frozenStateBudget` bytes.
+    public var cachesFrozenStates = true
+    public var frozenStateBudget = 4 << 30
+    private var frozenStates: [[Int]: [Float]] = [:]
+    private var frozenStatesLayer = -1
+    public private(set) var frozenStateBytes = 0
+
+    /// How many sequences start from saved states.
+    public var frozenStateCount: Int { frozenStates.count }
+
+    /// Rewards of the packed sequences, with their activations kept for a backward pass.
+    private func forward(_ sequences: [[Int]]) throws -> (tokens: [Int], positions: [Int], scores: [Float]) {
+        let (tokens, positions) = try pack(sequences)
+        let start = frozenLayers, T = backprop.activeLength, d = parameters.config.dim
+        guard cachesFrozenStates, start > 0 else {
+            return (tokens, positions, try backprop.scores(tokens: tokens, positions: positions))
+        }
+        if frozenStatesLayer != start {
+            frozenStates = [:]
+            frozenStateBytes = 0
+            frozenStatesLayer = start
+        }
+        if sequences.allSatisfy({ frozenStates[$0] != nil }) {
+            let x = backprop.residual(enteringLayer: start)
+            x.update(repeating: 0, count: 2 * pairsPerBatch * T * d)
+            for (row, s) in sequences.enumerated() {
+                frozenStates[s]!.withUnsafeBufferPointer { (x + row * T * d).update(from: $0.baseAddress!, count: $0.count) }
+            }
+            return (tokens, positions, try backprop.scores(tokens: tokens, positions: positions, fromLayer: start))
+        }
+        let scores = try backprop.scores(tokens: tokens, positions: positions)
+        let x = backprop.residual(enteringLayer: start)
+        for (row, s) in sequences.enumerated() where frozenStates[s] == nil {
+            let bytes = s.count * d * MemoryLayout<Float>.size
+            guard frozenStateBytes + bytes <= frozenStateBudget else { break }
+            frozenStates[s] = Array(UnsafeBufferPointer(start: x + row * T * d, count: s.count * d))
+            frozenStateBytes += bytes
+        }
+        return (tokens, positions, scores)
     }
 
     /// Scores the pairs and adds `gradScale` × the gradient of their summed ranking loss to
@@ -112,8 +161,7 @@ public final class RewardModel: @unchecked Sendable {
     @discardableResult
     public func accumulateGradients(_ pairs: [PreferencePair], gradScale: Float, into gradients: FloatBuffer) throws
         -> (lossSum: Double, correct: Int, chosen: [Float], rejected: [Float]) {
-        let (tokens, positions) = try batch(pairs)
-        let scores = try backprop.scores(tokens: tokens, positions: positions)
+        let (tokens, positions, scores) = try forward(try batch(pairs))
         let r = Self.rank(scores, pairs)
         backprop.accumulateScoreGradients(tokens: tokens, positions: positions, dScores: r.dScores.map { $0 * gradScale },
                                           into: gradients)
@@ -139,14 +187,12 @@ public final class RewardModel: @unchecked Sendable {
 
     /// Rewards of up to 2 × `pairsPerBatch` sequences (each a whole dialogue ending with the answer).
     public func scores(_ sequences: [[Int]]) throws -> [Float] {
-        let (tokens, positions) = try pack(sequences)
-        return try backprop.scores(tokens: tokens, positions: positions)
+        try forward(sequences).scores
     }
 
     /// The loss and ranking of pairs without gradients.
     public func evaluate(_ pairs: [PreferencePair]) throws -> (lossSum: Double, correct: Int, chosen: [Float], rejected: [Float]) {
-        let (tokens, positions) = try batch(pairs)
-        let r = Self.rank(try backprop.scores(tokens: tokens, positions: positions), pairs)
+        let r = Self.rank(try forward(try batch(pairs)).scores, pairs)
         return (r.lossSum, r.correct, r.chosen, r.rejected)
     }
 }
