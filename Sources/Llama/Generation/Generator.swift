@@ -44,9 +44,10 @@ public final class Generator: @unchecked Sendable {
     /// The tokens whose keys/values are in the cache, in order.
     public private(set) var cachedTokens: [Int] = []
 
-    public init(model: Model, contextLength: Int? = nil, pool: ThreadPool = .shared) {
+    /// `sequences`: how many continuations `samples` can decode together.
+    public init(model: Model, contextLength: Int? = nil, sequences: Int = 1, pool: ThreadPool = .shared) {
         self.model = model
-        transformer = Transformer(weights: model.weights, contextLength: contextLength, pool: pool)
+        transformer = Transformer(weights: model.weights, contextLength: contextLength, sequences: sequences, pool: pool)
     }
 
     public var contextLength: Int { transformer.contextLength }
@@ -118,6 +119,88 @@ public final class Generator: @unchecked Sendable {
         }
         result.generationSeconds = seconds(afterPrompt, DispatchTime.now())
         return result
+    }
+
+    /// `count` continuations of one prompt, decoded together: the prompt is computed once and
+    /// copied to each sequence's cache, then every step runs the unfinished sequences as one
+    /// batch (each weight read once per step for all of them). Continuation i samples with seed
+    /// `options.sampling.seed + i`, as `generate` with that seed would (batched products may
+    /// round differently from one-token ones, so near-ties can go the other way).
+    public func samples(prompt: [Int], count: Int, options: GenerationOptions) throws -> [GenerationResult] {
+        guard (1...transformer.sequences).contains(count) else {
+            throw LlamaError.invalidArgument("\(count) samples at once need a generator with that many sequences (it has \(transformer.sequences))")
+        }
+        let start = DispatchTime.now()
+        let evaluated = try prefill(prompt)
+        let afterPrompt = DispatchTime.now()
+        for i in 1..<count { try transformer.copySequence(0, to: i, count: prompt.count) }
+        // Sequence 0's cache beyond the prompt is about to be overwritten by its continuation.
+        cachedTokens = prompt
+
+        struct Sample {
+            var result = GenerationResult()
+            var sampler: Sampler
+            var decoder: StreamingDecoder
+            var stops: StopStringFilter
+            var history: [Int]
+            var logits: [Float]
+            var done = false
+            var stoppedByString = false
+        }
+        var states = (0..<count).map { i -> Sample in
+            var sampling = options.sampling
+            sampling.seed &+= UInt64(i)
+            var state = Sample(sampler: Sampler(sampling), decoder: StreamingDecoder(tokenizer: model.tokenizer),
+                               stops: StopStringFilter(options.stopStrings), history: prompt, logits: transformer.logits)
+            state.result.promptTokens = prompt.count
+            state.result.promptTokensEvaluated = i == 0 ? evaluated : 0
+            state.result.promptSeconds = seconds(start, afterPrompt)
+            return state
+        }
+        while true {
+            var entries: [(sequence: Int, token: Int, position: Int)] = []
+            for i in 0..<count where !states[i].done {
+                var s = states[i]
+                if s.result.tokens.count >= options.maxTokens {
+                    s.done = true
+                } else {
+                    let token = s.sampler.sample(s.logits, history: s.history)
+                    if options.stopTokens.contains(token) || token == model.tokenizer.eosID {
+                        s.result.finishReason = .stop
+                        s.done = true
+                    } else {
+                        s.result.tokens.append(token)
+                        s.history.append(token)
+                        let (text, stopped) = s.stops.push(s.decoder.append(token))
+                        s.result.text += text
+                        if stopped {
+                            s.result.finishReason = .stop
+                            s.stoppedByString = true
+                            s.done = true
+                        } else if s.history.count > contextLength {
+                            s.done = true
+                        } else {
+                            entries.append((i, token, s.history.count - 1))
+                        }
+                    }
+                }
+                if s.done {
+                    // As `generate`: text held back for a stop string is released unless one was reached.
+                    if !s.stoppedByString {
+                        let (tail, stopped) = s.stops.push(s.decoder.finish())
+                        s.result.text += tail + (stopped ? "" : s.stops.flush())
+                        if stopped { s.result.finishReason = .stop }
+                    }
+                    s.result.generationSeconds = seconds(afterPrompt, DispatchTime.now())
+                }
+                states[i] = s
+            }
+            if entries.isEmpty { break }
+            let logits = try transformer.step(entries)
+            let v = model.config.vocabSize
+            for (row, e) in entries.enumerated() { states[e.sequence].logits = Array(logits[(row * v)..<((row + 1) * v)]) }
+        }
+        return states.map(\.result)
     }
 
     private func seconds(_ a: DispatchTime, _ b: DispatchTime) -> Double {

@@ -43,8 +43,9 @@ struct RoPETable {
 }
 
 /// A model ready to run: its weights, a key/value cache and scratch buffers.
-/// One sequence at a time. Tokens go through in batches (a prompt as a tokens × dim matrix, so
-/// each weight is read once per batch); decoding is a batch of one.
+/// Tokens go through in batches (a prompt as a tokens × dim matrix, so each weight is read once
+/// per batch). The cache has `sequences` slots: several sequences decode together with one
+/// batch per step (`step`), each row attending to its own slot.
 public final class Transformer: @unchecked Sendable {
     public let weights: Weights
     public var config: ModelConfig { weights.config }
@@ -52,6 +53,8 @@ public final class Transformer: @unchecked Sendable {
     public let contextLength: Int
     /// Most tokens computed together; longer inputs go through in several batches.
     public let maxBatch: Int
+    /// Independent sequences the key/value cache holds.
+    public let sequences: Int
     public let pool: ThreadPool
 
     // Activations of the current batch, one row per token.
@@ -62,20 +65,23 @@ public final class Transformer: @unchecked Sendable {
     private var hb: [Float]       // (maxBatch, hiddenDim) gate, then silu(gate) * up
     private var hb2: [Float]      // (maxBatch, hiddenDim) up
     private var batchLogits: [Float]  // (maxBatch, vocabSize) when every position's logits are wanted
+    private var kb: [Float]       // (maxBatch, kvDim) keys of the batch, before they go to their slots
+    private var vb: [Float]       // (maxBatch, kvDim)
     // Zero-filled by calloc, so pages become resident only as positions are used: memory grows
     // with the context actually used, not the context allowed.
     private let scores: UnsafeMutablePointer<Float>      // (maxBatch * headCount, contextLength) attention rows
-    private let keyCache: [UnsafeMutablePointer<Float>]   // per layer: (contextLength, kvHeadCount * headDim)
-    private let valueCache: [UnsafeMutablePointer<Float>] // per layer: (contextLength, kvHeadCount * headDim)
+    private let keyCache: [UnsafeMutablePointer<Float>]   // per layer: (sequences, contextLength, kvHeadCount * headDim)
+    private let valueCache: [UnsafeMutablePointer<Float>] // per layer: (sequences, contextLength, kvHeadCount * headDim)
     /// (vocabSize) logits of the token after the last one run. Read it rather than keeping
     /// `forward`'s result across calls: a kept copy makes the next call copy 4 × vocab bytes.
     public private(set) var logits: [Float]
 
-    public init(weights: Weights, contextLength: Int? = nil, maxBatch: Int = 32, pool: ThreadPool = .shared) {
+    public init(weights: Weights, contextLength: Int? = nil, maxBatch: Int = 32, sequences: Int = 1, pool: ThreadPool = .shared) {
         let c = weights.config
         self.weights = weights
         self.contextLength = min(max(1, contextLength ?? c.contextLength), c.contextLength)
-        self.maxBatch = max(1, min(maxBatch, self.contextLength))
+        self.sequences = max(1, sequences)
+        self.maxBatch = max(1, min(maxBatch, self.contextLength * self.sequences))
         self.pool = pool
         let b = self.maxBatch
         x = .init(repeating: 0, count: b * c.dim)
@@ -85,13 +91,15 @@ public final class Transformer: @unchecked Sendable {
         hb = .init(repeating: 0, count: b * c.hiddenDim)
         hb2 = hb
         batchLogits = []
+        kb = .init(repeating: 0, count: b * c.kvDim)
+        vb = kb
         logits = .init(repeating: 0, count: c.vocabSize)
         func zeroed(_ count: Int) -> UnsafeMutablePointer<Float> {
             guard let p = calloc(count, MemoryLayout<Float>.size) else { fatalError("out of memory: \(count * 4) bytes") }
             return p.assumingMemoryBound(to: Float.self)
         }
         scores = zeroed(b * c.headCount * self.contextLength)
-        let kvCount = self.contextLength * c.kvDim
+        let kvCount = self.sequences * self.contextLength * c.kvDim
         keyCache = (0..<c.layerCount).map { _ in zeroed(kvCount) }
         valueCache = (0..<c.layerCount).map { _ in zeroed(kvCount) }
     }
@@ -113,17 +121,21 @@ public final class Transformer: @unchecked Sendable {
     /// token's next-token logits. With `allLogits`, returns every position's logits,
     /// (tokens.count, vocabSize) row-major; otherwise returns an empty array.
     @discardableResult
-    public func forward(tokens: [Int], startPosition: Int, allLogits: Bool = false) throws -> [Float] {
+    public func forward(tokens: [Int], startPosition: Int, allLogits: Bool = false, sequence: Int = 0) throws -> [Float] {
         let c = config
         guard startPosition >= 0 && startPosition + tokens.count <= contextLength else {
             throw LlamaError.contextFull(position: startPosition + tokens.count - 1, contextLength: contextLength)
+        }
+        guard (0..<sequences).contains(sequence) else {
+            throw LlamaError.invalidArgument("sequence \(sequence) is outside the cache's \(sequences)")
         }
         for t in tokens where t < 0 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
         var all: [Float] = allLogits ? .init(repeating: 0, count: tokens.count * c.vocabSize) : []
         var done = 0
         while done < tokens.count {
             let n = min(maxBatch, tokens.count - done)
-            runBatch(Array(tokens[done..<(done + n)]), startPosition: startPosition + done, allLogits: allLogits)
+            runBatch(Array(tokens[done..<(done + n)]), sequences: .init(repeating: sequence, count: n),
+                     positions: Array((startPosition + done)..<(startPosition + done + n)), allLogits: allLogits)
             if allLogits {
                 all.withUnsafeMutableBufferPointer {
                     ($0.baseAddress! + done * c.vocabSize).update(from: batchLogits, count: n * c.vocabSize)
@@ -134,10 +146,48 @@ public final class Transformer: @unchecked Sendable {
         return all
     }
 
-    private func runBatch(_ tokens: [Int], startPosition start: Int, allLogits: Bool) {
+    /// One decoding step for several sequences: `entries[i]` is a token of sequence (cache slot)
+    /// `sequence` at `position`, its earlier positions already in that slot. Returns each
+    /// entry's next-token logits, (entries.count, vocabSize) row-major.
+    public func step(_ entries: [(sequence: Int, token: Int, position: Int)]) throws -> [Float] {
+        let c = config
+        guard !entries.isEmpty, entries.count <= maxBatch else {
+            throw LlamaError.invalidArgument("a step holds 1...\(maxBatch) tokens, got \(entries.count)")
+        }
+        for e in entries {
+            guard (0..<sequences).contains(e.sequence) else {
+                throw LlamaError.invalidArgument("sequence \(e.sequence) is outside the cache's \(sequences)")
+            }
+            guard (0..<contextLength).contains(e.position) else { throw LlamaError.contextFull(position: e.position, contextLength: contextLength) }
+            guard e.token >= 0 && e.token < c.vocabSize else { throw LlamaError.invalidToken(e.token, vocabSize: c.vocabSize) }
+        }
+        guard Set(entries.map { $0.sequence }).count == entries.count else {
+            throw LlamaError.invalidArgument("a step holds one token per sequence")
+        }
+        runBatch(entries.map(\.token), sequences: entries.map(\.sequence), positions: entries.map(\.position), allLogits: true)
+        return Array(batchLogits[0..<(entries.count * c.vocabSize)])
+    }
+
+    /// Copies the first `count` cached positions of sequence `source` into `target` (a prompt
+    /// computed once, then sampled several ways).
+    public func copySequence(_ source: Int, to target: Int, count: Int) throws {
+        guard (0..<sequences).contains(source), (0..<sequences).contains(target), (0...contextLength).contains(count) else {
+            throw LlamaError.invalidArgument("cannot copy \(count) positions from sequence \(source) to \(target) of \(sequences)")
+        }
+        guard source != target else { return }
+        let kv = config.kvDim, stride = contextLength * kv
+        for cache in keyCache + valueCache {
+            (cache + target * stride).update(from: cache + source * stride, count: count * kv)
+        }
+    }
+
+    /// Runs token i of sequence `slots[i]` at `positions[i]`; rows of one sequence come in
+    /// position order.
+    private func runBatch(_ tokens: [Int], sequences slots: [Int], positions: [Int], allLogits: Bool) {
         let c = config
         let n = tokens.count
-        let ropes = (0..<n).map { RoPETable(position: start + $0, ropeDim: c.ropeDim, theta: c.ropeTheta) }
+        let ropes = positions.map { RoPETable(position: $0, ropeDim: c.ropeDim, theta: c.ropeTheta) }
+        let cacheRows = zip(slots, positions).map { $0 * contextLength + $1 }
         x.withUnsafeMutableBufferPointer { xp in
             for (i, t) in tokens.enumerated() { weights.tokenEmbedding.row(t, into: xp.baseAddress! + i * c.dim) }
         }
@@ -147,19 +197,25 @@ public final class Transformer: @unchecked Sendable {
             normalize(layer.attentionNorm, count: n)
             let k = keyCache[l], v = valueCache[l]
             q.withUnsafeMutableBufferPointer { qp in
-                let kv = start * c.kvDim
-                matmul([Product(layer.wq, qp.baseAddress!), Product(layer.wk, k + kv), Product(layer.wv, v + kv)],
-                       xb, batch: n, pool: pool)
-                for i in 0..<n {
-                    for h in 0..<c.headCount {
-                        ropes[i].apply(qp.baseAddress! + i * c.queryDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
-                    }
-                    for h in 0..<c.kvHeadCount {
-                        ropes[i].apply(k + kv + i * c.kvDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
+                kb.withUnsafeMutableBufferPointer { kp in
+                    vb.withUnsafeMutableBufferPointer { vp in
+                        matmul([Product(layer.wq, qp.baseAddress!), Product(layer.wk, kp.baseAddress!), Product(layer.wv, vp.baseAddress!)],
+                               xb, batch: n, pool: pool)
+                        for i in 0..<n {
+                            for h in 0..<c.headCount {
+                                ropes[i].apply(qp.baseAddress! + i * c.queryDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
+                            }
+                            let key = kp.baseAddress! + i * c.kvDim
+                            for h in 0..<c.kvHeadCount {
+                                ropes[i].apply(key + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
+                            }
+                            (k + cacheRows[i] * c.kvDim).update(from: key, count: c.kvDim)
+                            (v + cacheRows[i] * c.kvDim).update(from: vp.baseAddress! + i * c.kvDim, count: c.kvDim)
+                        }
                     }
                 }
             }
-            attention(keys: k, values: v, start: start, count: n)
+            attention(keys: k, values: v, slots: slots, positions: positions)
             xb.withUnsafeMutableBufferPointer { out in
                 matmul([Product(layer.wo, out.baseAddress!)], attnOut, batch: n, pool: pool)
             }
@@ -218,11 +274,11 @@ public final class Transformer: @unchecked Sendable {
         }
     }
 
-    /// Causal grouped-query attention of the batch's queries (token i at position start + i)
-    /// against cached positions 0...start + i, written to `attnOut`. Query head h reads
-    /// key/value head h / (H/G).
-    private func attention(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, start: Int, count: Int) {
-        let c = config
+    /// Causal grouped-query attention of the batch's queries (token i of sequence slots[i] at
+    /// positions[i]) against that sequence's cached positions 0...positions[i], written to
+    /// `attnOut`. Query head h reads key/value head h / (H/G).
+    private func attention(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, slots: [Int], positions: [Int]) {
+        let c = config, count = positions.count
         let group = c.headCount / c.kvHeadCount
         let scale = 1 / Float(c.headDim).squareRoot()
         let ctx = contextLength
@@ -234,22 +290,23 @@ public final class Transformer: @unchecked Sendable {
                     let kp = SendablePointer(keys), vp = SendablePointer(values)
                     let work = { (task: Int) in
                         let i = task / c.headCount, h = task % c.headCount
-                        let length = start + i + 1
+                        let length = positions[i] + 1
+                        let base = slots[i] * ctx * c.kvDim
                         let query = qp.pointer + i * c.queryDim + h * c.headDim
                         let row = sp.pointer + task * ctx
                         let kvHead = (h / group) * c.headDim
                         for t in 0..<length {
-                            row[t] = dot(query, kp.pointer + t * c.kvDim + kvHead, c.headDim) * scale
+                            row[t] = dot(query, kp.pointer + base + t * c.kvDim + kvHead, c.headDim) * scale
                         }
                         softmax(row, length)
                         let out = op.pointer + i * c.queryDim + h * c.headDim
                         out.initialize(repeating: 0, count: c.headDim)
                         for t in 0..<length {
-                            axpy(out, row[t], vp.pointer + t * c.kvDim + kvHead, c.headDim)
+                            axpy(out, row[t], vp.pointer + base + t * c.kvDim + kvHead, c.headDim)
                         }
                     }
                     let tasks = count * c.headCount
-                    if (start + count) * tasks * c.headDim < 64 * 1024 {
+                    if (positions.max()! + 1) * tasks * c.headDim < 64 * 1024 {
                         for t in 0..<tasks { work(t) }
                     } else {
                         pool.parallelFor(tasks, work)
