@@ -133,10 +133,38 @@ final class CLITests: XCTestCase {
         let bad = try run(["reward", "eval", "-m", model, "--data", tmp + "/pairs.jsonl"])
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.err.contains("score.weight"), bad.err)
+
+        // A rejection-sampling round with that reward model: samples, the kept answers, and the
+        // fine-tuned model; then the fine-tuned model measured against the round's samples.
+        let round = try run(["rejection-sample", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--limit", "3", "--reward", tmp + "/rm/hf",
+                             "--reward-seq", "128", "-k", "3", "-n", "6", "--seed", "4", "--out", tmp + "/rs",
+                             "--epochs", "1", "--seq", "64", "--batch", "1"])
+        XCTAssertEqual(round.status, 0, round.err)
+        XCTAssertTrue(round.out.contains("3 prompts × 3 samples: mean reward"), round.out)
+        let records = try String(contentsOfFile: tmp + "/rs/samples.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(records.count, 3)
+        let first = try JSONSerialization.jsonObject(with: Data(records[0].utf8)) as! [String: Any]
+        let samples = first["samples"] as! [[String: Any]]
+        XCTAssertEqual(samples.count, 3)
+        let rewards = samples.map { $0["reward"] as! Double }
+        XCTAssertEqual(first["best"] as? Int, rewards.indices.max { rewards[$0] < rewards[$1] })
+        let kept = try String(contentsOfFile: tmp + "/rs/best.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(kept.count, 3)
+        XCTAssertTrue(kept[0].contains(#""role":"assistant""#))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/rs/sft/model.gguf"), round.err)
+        let after = try run(["rejection-sample", "-m", tmp + "/rs/sft/model.gguf", "--prompts", tmp + "/pairs.jsonl", "--limit", "3",
+                             "--reward", tmp + "/rm/hf", "--reward-seq", "128", "-k", "1", "-n", "6", "--seed", "4", "--out", tmp + "/after",
+                             "--no-train", "--baseline", tmp + "/rs/samples.jsonl"])
+        XCTAssertEqual(after.status, 0, after.err)
+        XCTAssertTrue(after.out.contains("mean reward difference"), after.out)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/after/sft"))
+        let noReward = try run(["rejection-sample", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--reward", model, "--out", tmp + "/x"])
+        XCTAssertNotEqual(noReward.status, 0)
+        XCTAssertTrue(noReward.err.contains("score.weight"), noReward.err)
     }
 
     func testHelp() throws {
-        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval", "reward"] {
+        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval", "reward", "rejection-sample"] {
             let r = try run([sub, "--help"])
             XCTAssertEqual(r.status, 0)
             XCTAssertTrue(r.out.contains("USAGE"), sub)

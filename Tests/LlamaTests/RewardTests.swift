@@ -81,6 +81,41 @@ final class RewardTests: XCTestCase {
         }
     }
 
+    /// With lower layers frozen, the residual stream entering the first trained layer is saved
+    /// per sequence, and later passes that start from it give the same rewards and gradients as
+    /// passes from the tokens, whatever the batch they are packed into.
+    func testFrozenStatesAreReusedExactly() throws {
+        let fixture = try JSONDecoder().decode(Fixture.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/training/reward-tiny.json")))
+        let (_, lm) = try TrainingTests.tiny()
+        let params = lm.addingScoreHead(seed: 5)
+        let pairs = (0..<3).map { PreferencePair(chosen: fixture.chosen[$0], rejected: fixture.rejected[$0], margin: fixture.margins[$0]) }
+        let cached = RewardModel(parameters: params, pairsPerBatch: 3, sequenceLength: 16)
+        let plain = RewardModel(parameters: params, pairsPerBatch: 3, sequenceLength: 16)
+        plain.cachesFrozenStates = false
+        for m in [cached, plain] { m.frozenLayers = 1 }
+
+        let first = FloatBuffer(count: params.layout.count), again = FloatBuffer(count: params.layout.count)
+        let r1 = try cached.accumulateGradients(pairs, gradScale: 1, into: first)
+        XCTAssertEqual(cached.frozenStateCount, 6)
+        let r2 = try cached.accumulateGradients(pairs, gradScale: 1, into: again)
+        XCTAssertEqual(r1.chosen, r2.chosen)
+        XCTAssertEqual(r1.rejected, r2.rejected)
+        for i in 0..<params.layout.count { XCTAssertEqual(first[i], again[i], accuracy: 1e-6 * max(1, abs(first[i]))) }
+
+        // Repacked differently (one pair at a time, so shorter batches), from saved states.
+        for (i, pair) in pairs.enumerated() {
+            let fromStates = try cached.scores([pair.rejected, pair.chosen])
+            let fromTokens = try plain.scores([pair.rejected, pair.chosen])
+            XCTAssertEqual(fromStates[0], fromTokens[0], accuracy: 1e-5)
+            XCTAssertEqual(fromStates[1], r1.chosen[i], accuracy: 1e-5)
+        }
+        XCTAssertEqual(plain.frozenStateCount, 0)
+        // Changing the frozen depth drops the saved states.
+        cached.frozenLayers = 2
+        _ = try cached.scores([pairs[0].chosen])
+        XCTAssertEqual(cached.frozenStateCount, 1)
+    }
+
     func testRankingLossIsStableAndHasTheRightSlope() {
         let far = RankingLoss.pair(chosen: 200, rejected: -200, margin: 0)
         XCTAssertEqual(far.loss, 0, accuracy: 1e-12)
@@ -157,5 +192,51 @@ final class PreferenceDataTests: XCTestCase {
         XCTAssertThrowsError(try PreferenceData.load(dir + "/none.jsonl", format: .llama2, tokenizer: tokenizer, maxTokens: 64, margins: .none)) {
             XCTAssertTrue("\($0)".contains("no usable pairs"), "\($0)")
         }
+    }
+}
+
+/// Prompts for sampling, in the shapes the preference and SFT data use.
+final class PromptSetTests: XCTestCase {
+    func testShapesAndBadLines() throws {
+        let tmp = NSTemporaryDirectory() + "prompts-\(UUID().uuidString).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        func load(_ lines: [String]) throws -> PromptSet {
+            try Data(lines.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: tmp))
+            return try PromptSet.load(tmp)
+        }
+        let set = try load([
+            #"{"prompt": "Hi there"}"#,
+            #"{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"}]}"#,
+            #"{"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}"#,
+            #"{"chosen": "\n\nHuman: one\n\nAssistant: two\n\nHuman: three\n\nAssistant: four", "rejected": "x"}"#,
+            "",
+            #"{"chosen": "\n\nHuman: run together\n\nAssistant: yes  Human: no\n\nAssistant: ok"}"#,
+        ])
+        XCTAssertEqual(set.prompts.map(\.messages), [
+            [ChatMessage(.user, "Hi there")],
+            [ChatMessage(.system, "Be brief."), ChatMessage(.user, "Why?")],
+            [ChatMessage(.user, "Q")],
+            [ChatMessage(.user, "one"), ChatMessage(.assistant, "two"), ChatMessage(.user, "three")],
+        ])
+        XCTAssertEqual(set.prompts.map(\.line), [1, 2, 3, 4])
+        XCTAssertEqual(set.skipped, 1)
+        for (bad, reason) in [(#"{"text": "no prompt"}"#, ":1: needs 'prompt'"), ("not json", ":1: not a JSON object"),
+                              (#"{"prompt": [{"role": "robot", "content": "x"}]}"#, "prompt message 1 needs a role"),
+                              (#"{"prompt": 3}"#, "'prompt' is text or a list")] {
+            XCTAssertThrowsError(try load([bad]), bad) { XCTAssertTrue("\($0)".contains(reason), "\($0)") }
+        }
+        XCTAssertThrowsError(try load([#"{"messages": [{"role": "user", "content": ""}]}"#])) {
+            XCTAssertTrue("\($0)".contains("no prompts"), "\($0)")
+        }
+    }
+
+    func testMeanInterval() {
+        let m = MeanInterval([1, 2, 3, 4])
+        XCTAssertEqual(m.mean, 2.5)
+        // Sample standard deviation 1.291, standard error 0.6455.
+        XCTAssertEqual(m.high - m.mean, 1.96 * 0.645497, accuracy: 1e-5)
+        XCTAssertEqual(m.mean - m.low, m.high - m.mean, accuracy: 1e-12)
+        XCTAssertEqual(MeanInterval([5]).low, 5)
+        XCTAssertTrue(MeanInterval([]).mean.isNaN)
     }
 }

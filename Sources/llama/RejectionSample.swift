@@ -1,0 +1,203 @@
+import ArgumentParser
+import Foundation
+import Llama
+import LlamaKernels
+
+struct RejectionSample: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rejection-sample",
+        abstract: "One round of rejection-sampling fine-tuning (Llama 2-Chat RLHF, SPEC.md §4.3): sample K answers, keep the best by reward, fine-tune on them.",
+        discussion: """
+            For each prompt, --samples answers are sampled together (one batch per step, the prompt \
+            computed once) and scored by the reward model; the best is kept. Prompts (JSONL): \
+            {"prompt": text or messages}, {"messages": […]} (a last assistant answer is dropped) or an \
+            HH-RLHF {"chosen": dialogue} (the dialogue before its last answer).
+
+            Writes into --out: samples.jsonl (every answer with its reward, streamed), best.jsonl \
+            (the kept answers as SFT examples), summary.json (mean reward of all samples and of the \
+            kept ones, with 95% intervals) and, unless --no-train, sft/ — the `llama sft` run on \
+            best.jsonl, whose sft/model.gguf is the next round's --model (RLHF-V1, V2, …).
+
+            To measure a policy: --samples 1 --no-train on held-out prompts; --baseline \
+            OTHER/samples.jsonl (another model on the same prompts) adds the paired difference in mean \
+            reward with its interval.
+            """)
+
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var sampling: SamplingOptionGroup
+
+    @Option(help: "Prompts (JSONL).")
+    var prompts: String
+
+    @Option(help: "Skip the first N prompts.")
+    var skip: Int = 0
+
+    @Option(help: "Use at most N prompts.")
+    var limit: Int?
+
+    @Option(help: "Reward model: a directory written by `llama reward train` (its tokenizer is --model's).")
+    var reward: String
+
+    @Option(help: "Tokens the reward model reads (the --seq it was trained with); longer dialogues keep their last tokens.")
+    var rewardSeq: Int = 512
+
+    @Option(name: [.customShort("k"), .customLong("samples")], help: "Answers sampled per prompt.")
+    var samples: Int = 4
+
+    @Option(name: [.customShort("n"), .customLong("max-tokens")], help: "Most tokens per answer.")
+    var maxTokens: Int = 256
+
+    @Option(help: "Prompts longer than this many tokens are left out (counted).")
+    var maxPrompt: Int = 512
+
+    @Option(help: "Chat format (default: detected from the model).")
+    var template: String?
+
+    @Option(help: "Output directory.")
+    var out: String
+
+    @Option(help: "samples.jsonl of another run on the same prompts: report the paired difference in mean reward.")
+    var baseline: String?
+
+    @Flag(help: "Sample and select only; do not fine-tune.")
+    var noTrain = false
+
+    @Option(help: "Fine-tuning: passes over the kept answers.")
+    var epochs: Double = 2
+
+    @Option(help: "Fine-tuning: peak learning rate.")
+    var lr: Float = 1e-5
+
+    @Option(help: "Fine-tuning: tokens per sequence.")
+    var seq: Int = 512
+
+    @Option(help: "Fine-tuning: sequences per micro-batch.")
+    var batch: Int = 4
+
+    func run() throws {
+        guard samples >= 1, maxTokens >= 1, maxPrompt >= 1, rewardSeq >= 8, skip >= 0, (limit ?? 1) >= 1 else {
+            throw ValidationError("--samples, --max-tokens, --max-prompt, --limit must be positive, --reward-seq at least 8, --skip not negative")
+        }
+        Interrupt.install()
+        let m = try model.load()
+        let pool = try model.pool()
+        let format = try chatFormat(named: template, for: m)
+        let defaultSystem = ChatFormat.defaultSystemPrompt(template: m.chatTemplate)
+        let loaded = try PromptSet.load(prompts)
+        if loaded.skipped > 0 { note("\(prompts): \(loaded.skipped) conversations that do not end with a user message left out") }
+        var set = loaded.prompts.dropFirst(skip)
+        if let limit { set = set.prefix(limit) }
+        guard !set.isEmpty else { throw ValidationError("no prompts left after --skip \(skip)") }
+
+        let rmParams = try RewardModel.loadParameters(directory: reward)
+        guard rmParams.config.vocabSize == m.config.vocabSize else {
+            throw ValidationError("the reward model's vocabulary (\(rmParams.config.vocabSize)) is not the model's (\(m.config.vocabSize)): it must share --model's tokenizer")
+        }
+        let rm = RewardModel(parameters: rmParams, pairsPerBatch: max(1, (samples + 1) / 2), sequenceLength: rewardSeq,
+                             padToken: RewardModel.padToken(for: m.tokenizer), pool: pool)
+        let scorer = RewardScorer(model: rm, format: format, tokenizer: m.tokenizer)
+        let generator = Generator(model: m, contextLength: min(m.config.contextLength, maxPrompt + maxTokens), sequences: samples, pool: pool)
+        var options = GenerationOptions()
+        options.maxTokens = maxTokens
+        options.sampling = sampling.options
+        options.stopTokens = format.stopTokens(m.tokenizer)
+
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let records = try JSONLines(path: out + "/samples.jsonl")
+        let kept = try JSONLines(path: out + "/best.jsonl")
+        note("\(prompts): \(set.count) prompts, \(samples) samples each (temperature \(sampling.temperature), seed \(options.sampling.seed)); reward model \(reward)")
+
+        let start = DispatchTime.now().uptimeNanoseconds
+        var all: [Double] = [], best: [Double] = [], perPrompt: [Int: Double] = [:]
+        var tooLong = 0, generated = 0, done = 0, generationSeconds = 0.0
+        func messageObjects(_ messages: [ChatMessage]) -> [[String: String]] {
+            messages.map { ["role": $0.role.rawValue, "content": $0.content] }
+        }
+        try Interrupt.stoppable { keepGoing in
+            for (i, prompt) in set.enumerated() {
+                guard keepGoing() else { return }
+                let tokens = try format.render(prompt.messages, tokenizer: m.tokenizer, defaultSystem: defaultSystem)
+                guard tokens.count <= maxPrompt else {
+                    tooLong += 1
+                    continue
+                }
+                options.sampling.seed = sampling.options.seed &+ UInt64(prompt.line) &* 1_000_003
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let answers = try generator.samples(prompt: tokens, count: samples, options: options)
+                generationSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                generated += answers.reduce(0) { $0 + $1.tokens.count }
+                let rewards = try scorer.score(prompt: prompt.messages, answers: answers.map(\.text))
+                let top = rewards.indices.max { rewards[$0] < rewards[$1] }!
+                all += rewards.map(Double.init)
+                best.append(Double(rewards[top]))
+                perPrompt[prompt.line] = rewards.reduce(0.0) { $0 + Double($1) } / Double(rewards.count)
+                try records.write(["line": prompt.line, "prompt": messageObjects(prompt.messages), "best": top,
+                                   "samples": zip(answers, rewards).map { a, r in
+                                       ["text": a.text, "reward": Double(r), "tokens": a.tokens.count,
+                                        "finish_reason": a.finishReason.rawValue] as [String: Any]
+                                   }])
+                try kept.write(["messages": messageObjects(prompt.messages + [ChatMessage(.assistant, answers[top].text)])])
+                done += 1
+                let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                let eta = seconds / Double(i + 1) * Double(set.count - i - 1)
+                note(String(format: "prompt %d/%d  rewards %@  best %.3f  mean so far %.3f  %.1f tok/s sampled  ETA %@", i + 1, set.count,
+                            rewards.map { String(format: "%.2f", $0) }.joined(separator: " "), rewards[top],
+                            all.reduce(0, +) / Double(all.count), Double(generated) / generationSeconds, duration(eta)))
+            }
+        }
+        try records.close()
+        try kept.close()
+        if tooLong > 0 { note("\(tooLong) prompts longer than --max-prompt \(maxPrompt) tokens left out") }
+        guard done > 0 else { throw ValidationError("no prompt was sampled") }
+
+        let allReward = MeanInterval(all), bestReward = MeanInterval(best)
+        var summary: [String: Any] = [
+            "prompts": done, "samples_per_prompt": samples, "prompts_too_long": tooLong, "temperature": Double(sampling.temperature),
+            "seed": options.sampling.seed, "model": m.path, "reward_model": reward,
+            "mean_reward": ["mean": allReward.mean, "ci95": [allReward.low, allReward.high], "n": allReward.count],
+            "mean_best_reward": ["mean": bestReward.mean, "ci95": [bestReward.low, bestReward.high], "n": bestReward.count],
+            "seconds": Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9]
+        emit(String(format: "%d prompts × %d samples: mean reward %.4f (95%% %.4f…%.4f), mean of the best %.4f (%.4f…%.4f)\n",
+                    done, samples, allReward.mean, allReward.low, allReward.high, bestReward.mean, bestReward.low, bestReward.high))
+        if let baseline {
+            let other = try Self.meanRewards(baseline)
+            let common = perPrompt.keys.filter { other[$0] != nil }.sorted()
+            guard !common.isEmpty else { throw ValidationError("\(baseline) has none of these prompts (matched by line)") }
+            let diff = MeanInterval(common.map { perPrompt[$0]! - other[$0]! })
+            summary["difference_from_baseline"] = ["baseline": baseline, "mean": diff.mean, "ci95": [diff.low, diff.high], "n": diff.count]
+            emit(String(format: "against %@: mean reward difference %+.4f (95%% %+.4f…%+.4f) over %d prompts\n",
+                        baseline, diff.mean, diff.low, diff.high, diff.count))
+        }
+        let json = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
+        try json.write(to: URL(fileURLWithPath: out + "/summary.json"), options: .atomic)
+        if noTrain || Interrupt.requested.load(ordering: .relaxed) { return }
+
+        note("fine-tuning on the \(done) kept answers")
+        var arguments = ["--model", try model.modelPath(), "--data", out + "/best.jsonl", "--out", out + "/sft",
+                         "--epochs", String(epochs), "--lr", String(lr), "--seq", String(seq), "--batch", String(batch),
+                         "--template", format.rawValue]
+        if let t = model.tokenizer { arguments += ["--tokenizer", t] }
+        if let t = model.threads { arguments += ["--threads", String(t)] }
+        try SFT.parse(arguments).run()
+    }
+
+    /// Mean reward per prompt line of a samples.jsonl.
+    static func meanRewards(_ path: String) throws -> [Int: Double] {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw LlamaError.fileNotFound(path)
+        }
+        var out: [Int: Double] = [:]
+        for (n, line) in text.split(separator: "\n").enumerated() {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let prompt = object["line"] as? Int, let samples = object["samples"] as? [[String: Any]] else {
+                throw LlamaError.invalidArgument("\(path):\(n + 1): not a samples.jsonl record (line, samples)")
+            }
+            let rewards = samples.compactMap { $0["reward"] as? Double }
+            guard rewards.count == samples.count, !rewards.isEmpty else {
+                throw LlamaError.invalidArgument("\(path):\(n + 1): a sample without a reward")
+            }
+            out[prompt] = rewards.reduce(0, +) / Double(rewards.count)
+        }
+        return out
+    }
+}
