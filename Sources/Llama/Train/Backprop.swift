@@ -28,8 +28,20 @@ public final class BackpropModel: @unchecked Sendable {
     public var activeLength: Int {
         didSet { precondition((1...sequenceLength).contains(activeLength), "activeLength \(activeLength) is not 1...\(sequenceLength)") }
     }
+    /// Whether this pass trains (LoRA dropout applies) or only evaluates.
+    public var training = true
     var config: ModelConfig { parameters.config }
     var layout: ParameterLayout { parameters.layout }
+
+    // LoRA: the adapters, their gradients, each adapter's scale · dropout(x) Aᵀ of the last
+    // forward pass (rows × rank), and scratch.
+    public private(set) var lora: LoRAAdapters?
+    public private(set) var loraGradients: FloatBuffer?
+    private var loraProjections: [FloatBuffer] = []
+    private var loraInput = FloatBuffer(count: 0), loraDelta = FloatBuffer(count: 0), loraRank = FloatBuffer(count: 0)
+    /// Numbers the forward passes; the dropout masks of a pass are a hash of it (settable so a
+    /// test can repeat a pass with the same masks).
+    public var loraPass: UInt64 = 0
     var rows: Int { batchSize * activeLength }
 
     /// What one layer's backward pass reads, saved by its forward pass.
@@ -94,6 +106,21 @@ public final class BackpropModel: @unchecked Sendable {
         dGate = buffer(n * c.hiddenDim); dUp = buffer(n * c.hiddenDim); dAct = buffer(n * c.hiddenDim)
     }
 
+    /// Trains `adapters` instead of the base weights: from now on the forward pass adds each
+    /// adapter's branch, and the backward pass leaves the base matrices' gradients alone (they are
+    /// frozen, as PEFT freezes them) and adds the adapters' into `loraGradients`. The reward head,
+    /// when there is one, still gets its gradient in the base buffer.
+    public func attach(_ adapters: LoRAAdapters) {
+        precondition(adapters.model.layerCount == config.layerCount && adapters.model.dim == config.dim)
+        lora = adapters
+        loraGradients = FloatBuffer(count: adapters.count)
+        let n = batchSize * sequenceLength, widest = max(config.dim, config.hiddenDim, config.queryDim)
+        loraProjections = adapters.adapters.map { _ in FloatBuffer(count: n * adapters.config.rank) }
+        loraInput = FloatBuffer(count: adapters.config.dropout > 0 ? n * widest : 0)
+        loraDelta = FloatBuffer(count: n * widest)
+        loraRank = FloatBuffer(count: n * adapters.config.rank)
+    }
+
     /// Runs the batch forward and backward: `tokens` and `targets` are (batchSize, activeLength)
     /// row-major; a target of -1 is ignored (no loss, no gradient). Adds
     /// `gradScale * d(Σ token losses)/dθ` to `gradients` (same layout as the parameters), so
@@ -109,7 +136,10 @@ public final class BackpropModel: @unchecked Sendable {
 
     /// Loss only: the sum of the token losses and how many targets counted.
     public func loss(tokens: [Int], targets: [Int]) throws -> (lossSum: Double, count: Int) {
-        try forward(tokens: tokens, targets: targets, gradScale: 0)
+        let wasTraining = training
+        training = false
+        defer { training = wasTraining }
+        return try forward(tokens: tokens, targets: targets, gradScale: 0)
     }
 
     // MARK: Reward head
@@ -179,6 +209,7 @@ public final class BackpropModel: @unchecked Sendable {
             throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(activeLength) = \(n) tokens, got \(tokens.count)")
         }
         precondition((0...c.layerCount).contains(fromLayer))
+        loraPass &+= 1
         for t in tokens where t < 0 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
         let p = parameters.values.pointer
         if fromLayer == 0 {
@@ -191,22 +222,22 @@ public final class BackpropModel: @unchecked Sendable {
             let s = layout.layers[l], a = layers[l]
             let next = l + 1 < c.layerCount ? layers[l + 1].input : final
             rmsnormForward(a.norm1, a.rstd1, a.input, p + s.attentionNorm)
-            linear(a.q, a.norm1, p + s.wq, out: c.queryDim, in: c.dim)
-            linear(a.k, a.norm1, p + s.wk, out: c.kvDim, in: c.dim)
-            linear(a.v, a.norm1, p + s.wv, out: c.kvDim, in: c.dim)
+            linear(a.q, a.norm1, p + s.wq, out: c.queryDim, in: c.dim, lora: (l, .q))
+            linear(a.k, a.norm1, p + s.wk, out: c.kvDim, in: c.dim, lora: (l, .k))
+            linear(a.v, a.norm1, p + s.wv, out: c.kvDim, in: c.dim, lora: (l, .v))
             rope(a.q, heads: c.headCount, inverse: false)
             rope(a.k, heads: c.kvHeadCount, inverse: false)
             attentionForward(a)
-            linear(a.middle, a.attention, p + s.wo, out: c.dim, in: c.queryDim)
+            linear(a.middle, a.attention, p + s.wo, out: c.dim, in: c.queryDim, lora: (l, .o))
             add(a.middle, a.input, count: n * c.dim)
             rmsnormForward(a.norm2, a.rstd2, a.middle, p + s.ffnNorm)
-            linear(a.gate, a.norm2, p + s.w1, out: c.hiddenDim, in: c.dim)
-            linear(a.up, a.norm2, p + s.w3, out: c.hiddenDim, in: c.dim)
+            linear(a.gate, a.norm2, p + s.w1, out: c.hiddenDim, in: c.dim, lora: (l, .gate))
+            linear(a.up, a.norm2, p + s.w3, out: c.hiddenDim, in: c.dim, lora: (l, .up))
             for i in 0..<(n * c.hiddenDim) {
                 let g = a.gate[i]
                 a.act[i] = g / (1 + expf(-g)) * a.up[i]
             }
-            linear(next, a.act, p + s.w2, out: c.dim, in: c.hiddenDim)
+            linear(next, a.act, p + s.w2, out: c.dim, in: c.hiddenDim, lora: (l, .down))
             add(next, a.middle, count: n * c.dim)
         }
         rmsnormForward(finalNorm, finalRstd, final, p + layout.norm)
@@ -272,30 +303,30 @@ public final class BackpropModel: @unchecked Sendable {
         for l in stride(from: c.layerCount - 1, through: frozenLayers, by: -1) {
             let s = layout.layers[l], a = layers[l]
             // Feed-forward: next = middle + W2 act; dx is d loss / d next.
-            linearBackward(dy: dx, x: a.act, w: p + s.w2, dw: g + s.w2, out: c.dim, in: c.hiddenDim, dx: dAct, accumulate: false)
+            linearBackward(dy: dx, x: a.act, w: p + s.w2, dw: g + s.w2, out: c.dim, in: c.hiddenDim, dx: dAct, accumulate: false, lora: (l, .down))
             for i in 0..<(n * c.hiddenDim) {
                 let gate = a.gate[i], sig = 1 / (1 + expf(-gate))
                 let d = dAct[i]
                 dUp[i] = d * gate * sig
                 dGate[i] = d * a.up[i] * sig * (1 + gate * (1 - sig))
             }
-            linearBackward(dy: dGate, x: a.norm2, w: p + s.w1, dw: g + s.w1, out: c.hiddenDim, in: c.dim, dx: dNorm, accumulate: false)
-            linearBackward(dy: dUp, x: a.norm2, w: p + s.w3, dw: g + s.w3, out: c.hiddenDim, in: c.dim, dx: dNorm, accumulate: true)
+            linearBackward(dy: dGate, x: a.norm2, w: p + s.w1, dw: g + s.w1, out: c.hiddenDim, in: c.dim, dx: dNorm, accumulate: false, lora: (l, .gate))
+            linearBackward(dy: dUp, x: a.norm2, w: p + s.w3, dw: g + s.w3, out: c.hiddenDim, in: c.dim, dx: dNorm, accumulate: true, lora: (l, .up))
             dMiddle.copy(from: dx)
             rmsnormBackward(dx: dMiddle, dy: dNorm, x: a.middle, rstd: a.rstd2, w: p + s.ffnNorm, dw: g + s.ffnNorm, accumulate: true)
             // Attention: middle = input + W_o attention.
-            linearBackward(dy: dMiddle, x: a.attention, w: p + s.wo, dw: g + s.wo, out: c.dim, in: c.queryDim, dx: dAttention, accumulate: false)
+            linearBackward(dy: dMiddle, x: a.attention, w: p + s.wo, dw: g + s.wo, out: c.dim, in: c.queryDim, dx: dAttention, accumulate: false, lora: (l, .o))
             attentionBackward(a)
             rope(dq, heads: c.headCount, inverse: true)
             rope(dk, heads: c.kvHeadCount, inverse: true)
-            linearBackward(dy: dq, x: a.norm1, w: p + s.wq, dw: g + s.wq, out: c.queryDim, in: c.dim, dx: dNorm, accumulate: false)
-            linearBackward(dy: dk, x: a.norm1, w: p + s.wk, dw: g + s.wk, out: c.kvDim, in: c.dim, dx: dNorm, accumulate: true)
-            linearBackward(dy: dv, x: a.norm1, w: p + s.wv, dw: g + s.wv, out: c.kvDim, in: c.dim, dx: dNorm, accumulate: true)
+            linearBackward(dy: dq, x: a.norm1, w: p + s.wq, dw: g + s.wq, out: c.queryDim, in: c.dim, dx: dNorm, accumulate: false, lora: (l, .q))
+            linearBackward(dy: dk, x: a.norm1, w: p + s.wk, dw: g + s.wk, out: c.kvDim, in: c.dim, dx: dNorm, accumulate: true, lora: (l, .k))
+            linearBackward(dy: dv, x: a.norm1, w: p + s.wv, dw: g + s.wv, out: c.kvDim, in: c.dim, dx: dNorm, accumulate: true, lora: (l, .v))
             dx.copy(from: dMiddle)
             rmsnormBackward(dx: dx, dy: dNorm, x: a.input, rstd: a.rstd1, w: p + s.attentionNorm, dw: g + s.attentionNorm, accumulate: true)
         }
         // Embedding rows (the output matrix's gradient is already there when tied).
-        guard frozenLayers == 0 else { return }
+        guard frozenLayers == 0, lora == nil else { return }
         for (i, t) in tokens.enumerated() {
             let row = g + layout.embedding + t * c.dim
             for j in 0..<c.dim { row[j] += dx[i * c.dim + j] }
@@ -304,19 +335,91 @@ public final class BackpropModel: @unchecked Sendable {
 
     // MARK: Linear layers
 
-    /// y (n, out) = x (n, in) · Wᵀ
-    private func linear(_ y: FloatBuffer, _ x: FloatBuffer, _ w: UnsafePointer<Float>, out: Int, in: Int) {
+    /// y (n, out) = x (n, in) · Wᵀ, plus the layer's LoRA branch when it has one.
+    private func linear(_ y: FloatBuffer, _ x: FloatBuffer, _ w: UnsafePointer<Float>, out: Int, in: Int,
+                        lora target: (layer: Int, target: LoRATarget)? = nil) {
         gemm(m: rows, n: out, k: `in`, x.pointer, lda: `in`, aTransposed: false, w, ldb: `in`, bTransposed: true,
              y.pointer, ldc: out, accumulate: false, pool: pool)
+        if let target, let lora, let i = lora.adapterIndex(layer: target.layer, target.target) {
+            loraForward(i, x: x, y: y)
+        }
     }
 
-    /// For y = x Wᵀ: dW += dyᵀ x and dx = dy W (or += with `accumulate`).
+    /// For y = x Wᵀ: dW += dyᵀ x and dx = dy W (or += with `accumulate`). With LoRA attached the
+    /// base W is frozen (no dW) and the adapter's gradients and input gradient are added.
     private func linearBackward(dy: FloatBuffer, x: FloatBuffer, w: UnsafePointer<Float>, dw: UnsafeMutablePointer<Float>,
-                                out: Int, in: Int, dx: FloatBuffer, accumulate: Bool) {
-        gemm(m: out, n: `in`, k: rows, dy.pointer, lda: out, aTransposed: true, x.pointer, ldb: `in`, bTransposed: false,
-             dw, ldc: `in`, accumulate: true, pool: pool)
+                                out: Int, in: Int, dx: FloatBuffer, accumulate: Bool,
+                                lora target: (layer: Int, target: LoRATarget)? = nil) {
+        if lora == nil {
+            gemm(m: out, n: `in`, k: rows, dy.pointer, lda: out, aTransposed: true, x.pointer, ldb: `in`, bTransposed: false,
+                 dw, ldc: `in`, accumulate: true, pool: pool)
+        }
         gemm(m: rows, n: `in`, k: out, dy.pointer, lda: out, aTransposed: false, w, ldb: `in`, bTransposed: false,
              dx.pointer, ldc: `in`, accumulate: accumulate, pool: pool)
+        if let target, let lora, let i = lora.adapterIndex(layer: target.layer, target.target) {
+            loraBackward(i, x: x, dy: dy, dx: dx)
+        }
+    }
+
+    // MARK: LoRA
+
+    /// dropout(x) for adapter `i` in this pass: x itself without dropout (or when evaluating),
+    /// else a copy with dropped elements zeroed and kept ones scaled by 1 / (1 − p).
+    private func loraDropped(_ i: Int, _ x: FloatBuffer, width: Int) -> UnsafePointer<Float> {
+        guard let lora, lora.config.dropout > 0, training else { return UnsafePointer(x.pointer) }
+        let p = lora.config.dropout, keep = 1 / (1 - p)
+        let threshold = UInt64(Double(p) * 0x1.0p53), pass = loraPass
+        let count = rows * width
+        let src = SendablePointer(x.pointer), dst = SendablePointer(loraInput.pointer)
+        let pieces = max(1, min(4 * pool.threadCount, count / 4096))
+        pool.parallelFor(pieces) { piece in
+            for e in (piece * count / pieces)..<((piece + 1) * count / pieces) {
+                dst.pointer[e] = LoRAAdapters.keeps(pass: pass, adapter: i, element: e, threshold: threshold) ? src.pointer[e] * keep : 0
+            }
+        }
+        return UnsafePointer(loraInput.pointer)
+    }
+
+    /// y += scale · dropout(x) Aᵀ Bᵀ, keeping u = scale · dropout(x) Aᵀ for the backward pass.
+    private func loraForward(_ i: Int, x: FloatBuffer, y: FloatBuffer) {
+        let lora = lora!, ad = lora.adapters[i], r = lora.config.rank
+        let a = lora.values.pointer + ad.a, b = lora.values.pointer + ad.b, u = loraProjections[i].pointer
+        let xd = loraDropped(i, x, width: ad.inputs)
+        gemm(m: rows, n: r, k: ad.inputs, xd, lda: ad.inputs, aTransposed: false, a, ldb: ad.inputs, bTransposed: true,
+             u, ldc: r, accumulate: false, pool: pool)
+        let s = lora.config.scale
+        for j in 0..<(rows * r) { u[j] *= s }
+        gemm(m: rows, n: ad.outputs, k: r, u, lda: r, aTransposed: false, b, ldb: r, bTransposed: true,
+             y.pointer, ldc: ad.outputs, accumulate: true, pool: pool)
+    }
+
+    /// dB += dyᵀ u;  du = scale · dy B;  dA += duᵀ dropout(x);  dx += dropout'(du A).
+    private func loraBackward(_ i: Int, x: FloatBuffer, dy: FloatBuffer, dx: FloatBuffer) {
+        let lora = lora!, ad = lora.adapters[i], r = lora.config.rank
+        let a = lora.values.pointer + ad.a, b = lora.values.pointer + ad.b
+        let g = loraGradients!.pointer, u = loraProjections[i].pointer, du = loraRank.pointer
+        gemm(m: ad.outputs, n: r, k: rows, dy.pointer, lda: ad.outputs, aTransposed: true, u, ldb: r, bTransposed: false,
+             g + ad.b, ldc: r, accumulate: true, pool: pool)
+        gemm(m: rows, n: r, k: ad.outputs, dy.pointer, lda: ad.outputs, aTransposed: false, b, ldb: r, bTransposed: false,
+             du, ldc: r, accumulate: false, pool: pool)
+        let s = lora.config.scale
+        for j in 0..<(rows * r) { du[j] *= s }
+        let xd = loraDropped(i, x, width: ad.inputs)
+        gemm(m: r, n: ad.inputs, k: rows, du, lda: r, aTransposed: true, xd, ldb: ad.inputs, bTransposed: false,
+             g + ad.a, ldc: ad.inputs, accumulate: true, pool: pool)
+        guard lora.config.dropout > 0, training else {
+            gemm(m: rows, n: ad.inputs, k: r, du, lda: r, aTransposed: false, a, ldb: ad.inputs, bTransposed: false,
+                 dx.pointer, ldc: ad.inputs, accumulate: true, pool: pool)
+            return
+        }
+        // Through the dropout: the same mask and scale as the forward pass.
+        let delta = loraDelta.pointer
+        gemm(m: rows, n: ad.inputs, k: r, du, lda: r, aTransposed: false, a, ldb: ad.inputs, bTransposed: false,
+             delta, ldc: ad.inputs, accumulate: false, pool: pool)
+        let p = lora.config.dropout, keep = 1 / (1 - p), threshold = UInt64(Double(p) * 0x1.0p53)
+        for e in 0..<(rows * ad.inputs) where LoRAAdapters.keeps(pass: loraPass, adapter: i, element: e, threshold: threshold) {
+            dx[e] += delta[e] * keep
+        }
     }
 
     // MARK: RMSNorm

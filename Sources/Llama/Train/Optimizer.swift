@@ -18,7 +18,8 @@ public struct AdamWOptions: Sendable, Equatable, Codable {
 /// `p ← p·(1 − lr·wd)`, bias-corrected moments, eps added to √v̂), with the moments in Float32.
 public final class AdamW: @unchecked Sendable {
     public let options: AdamWOptions
-    public let layout: ParameterLayout
+    /// The tensors it updates, in one flat buffer.
+    public let slots: [TensorSlot]
     /// First and second moments, in the parameters' layout.
     public let m: FloatBuffer
     public let v: FloatBuffer
@@ -27,11 +28,16 @@ public final class AdamW: @unchecked Sendable {
     /// Tensors left as they are (frozen layers): no update, no weight decay.
     public var frozen: Set<String> = []
 
-    public init(layout: ParameterLayout, options: AdamWOptions = AdamWOptions()) {
+    public convenience init(layout: ParameterLayout, options: AdamWOptions = AdamWOptions()) {
+        self.init(slots: layout.slots, count: layout.count, options: options)
+    }
+
+    /// An optimizer for any flat buffer of tensors (LoRA adapters).
+    public init(slots: [TensorSlot], count: Int, options: AdamWOptions = AdamWOptions()) {
         self.options = options
-        self.layout = layout
-        m = FloatBuffer(count: layout.count)
-        v = FloatBuffer(count: layout.count)
+        self.slots = slots
+        m = FloatBuffer(count: count)
+        v = FloatBuffer(count: count)
         step = 0
     }
 
@@ -59,7 +65,7 @@ public final class AdamW: @unchecked Sendable {
         let bias2Sqrt = (1 - powf(o.beta2, Float(step))).squareRoot()
         let stepSize = lr / bias1
         let p = parameters.pointer, g = gradients.pointer, m = m.pointer, v = v.pointer
-        for slot in layout.slots where !frozen.contains(slot.name) {
+        for slot in slots where !frozen.contains(slot.name) {
             let decay: Float = slot.decayed ? 1 - lr * o.weightDecay : 1
             for i in slot.offset..<(slot.offset + slot.count) {
                 p[i] *= decay

@@ -80,6 +80,10 @@ public final class RewardModel: @unchecked Sendable {
         backprop = BackpropModel(parameters: parameters, batchSize: 2 * pairsPerBatch, sequenceLength: sequenceLength, pool: pool)
     }
 
+    /// Trains LoRA adapters (and the head) instead of the whole trunk: see `BackpropModel.attach`.
+    public func attach(_ adapters: LoRAAdapters) { backprop.attach(adapters) }
+    public var loraGradients: FloatBuffer? { backprop.loraGradients }
+
     /// Sequences in the first rows of the batch, right-padded to the longest of them (the
     /// batch's `activeLength`); unused rows are padding. Returns the tokens and the row-major
     /// position of each sequence's last token.
@@ -161,6 +165,7 @@ public final class RewardModel: @unchecked Sendable {
     @discardableResult
     public func accumulateGradients(_ pairs: [PreferencePair], gradScale: Float, into gradients: FloatBuffer) throws
         -> (lossSum: Double, correct: Int, chosen: [Float], rejected: [Float]) {
+        backprop.training = true
         let (tokens, positions, scores) = try forward(try batch(pairs))
         let r = Self.rank(scores, pairs)
         backprop.accumulateScoreGradients(tokens: tokens, positions: positions, dScores: r.dScores.map { $0 * gradScale },
@@ -187,11 +192,13 @@ public final class RewardModel: @unchecked Sendable {
 
     /// Rewards of up to 2 × `pairsPerBatch` sequences (each a whole dialogue ending with the answer).
     public func scores(_ sequences: [[Int]]) throws -> [Float] {
-        try forward(sequences).scores
+        backprop.training = false
+        return try forward(sequences).scores
     }
 
     /// The loss and ranking of pairs without gradients.
     public func evaluate(_ pairs: [PreferencePair]) throws -> (lossSum: Double, correct: Int, chosen: [Float], rejected: [Float]) {
+        backprop.training = false
         let r = Self.rank(try forward(try batch(pairs)).scores, pairs)
         return (r.lossSum, r.correct, r.chosen, r.rejected)
     }

@@ -1,0 +1,220 @@
+import Foundation
+import LlamaKernels
+
+/// A projection LoRA can adapt, by its Hugging Face module name.
+public enum LoRATarget: String, CaseIterable, Sendable, Codable, Comparable {
+    case q = "q_proj", k = "k_proj", v = "v_proj", o = "o_proj", gate = "gate_proj", up = "up_proj", down = "down_proj"
+
+    public static func < (a: LoRATarget, b: LoRATarget) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+
+    /// "q,v", "all" or "attention" → targets.
+    public static func parse(_ text: String) throws -> [LoRATarget] {
+        switch text {
+        case "all": return allCases
+        case "attention": return [.q, .k, .v, .o]
+        case "mlp": return [.gate, .up, .down]
+        default:
+            let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let targets = try names.map { name -> LoRATarget in
+                if let t = LoRATarget(rawValue: name) ?? LoRATarget(rawValue: name + "_proj") { return t }
+                throw LlamaError.invalidArgument("unknown LoRA target '\(name)' (q, k, v, o, gate, up, down, their *_proj names, all, attention or mlp)")
+            }
+            guard !targets.isEmpty else { throw LlamaError.invalidArgument("no LoRA targets given") }
+            return Array(Set(targets)).sorted()
+        }
+    }
+
+    var module: String { self == .gate || self == .up || self == .down ? "mlp" : "self_attn" }
+}
+
+/// LoRA [Hu et al. 2021] as Hugging Face PEFT defines it: a frozen projection W gains
+/// `scale · B A` with A (rank × in), B (out × rank), scale = alpha / rank, and dropout on the
+/// input of the A B branch only.
+public struct LoRAConfig: Sendable, Equatable, Codable {
+    public var rank = 8
+    public var alpha: Float = 16
+    public var dropout: Float = 0.05
+    /// PEFT's default for Llama: the query and value projections.
+    public var targets: [LoRATarget] = [.q, .v]
+
+    public init(rank: Int = 8, alpha: Float = 16, dropout: Float = 0.05, targets: [LoRATarget] = [.q, .v]) {
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+        self.targets = targets
+    }
+
+    public var scale: Float { alpha / Float(rank) }
+
+    public func validate() throws {
+        guard rank >= 1 else { throw LlamaError.invalidArgument("the LoRA rank must be at least 1") }
+        guard alpha > 0 else { throw LlamaError.invalidArgument("the LoRA alpha must be positive") }
+        guard (0..<1).contains(dropout) else { throw LlamaError.invalidArgument("the LoRA dropout is in [0, 1)") }
+        guard !targets.isEmpty else { throw LlamaError.invalidArgument("LoRA needs at least one target projection") }
+    }
+}
+
+/// The adapters of every targeted projection of every layer, in one flat buffer with PEFT's
+/// tensor names (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`), so the
+/// optimizer, checkpoints and the export see one list of tensors.
+public final class LoRAAdapters: @unchecked Sendable {
+    /// One adapted projection.
+    public struct Adapter: Sendable {
+        public let layer: Int
+        public let target: LoRATarget
+        public let inputs: Int
+        public let outputs: Int
+        /// Offsets of A (rank × inputs) and B (outputs × rank) in `values`.
+        public let a: Int
+        public let b: Int
+    }
+
+    public let config: LoRAConfig
+    public let model: ModelConfig
+    public let slots: [TensorSlot]
+    public let adapters: [Adapter]
+    public let values: FloatBuffer
+    public var count: Int { values.count }
+    private let index: [Int: Int]
+
+    /// New adapters initialised as PEFT does: A uniform in ±1/√inputs (Kaiming-uniform with
+    /// a = √5), B zero, so training starts from the base model exactly.
+    public init(config: LoRAConfig, model: ModelConfig, seed: UInt64) throws {
+        try config.validate()
+        self.config = config
+        self.model = model
+        var slots: [TensorSlot] = [], adapters: [Adapter] = [], index: [Int: Int] = [:]
+        var next = 0
+        for l in 0..<model.layerCount {
+            for t in config.targets.sorted() {
+                let (outputs, inputs) = Self.shape(t, model)
+                let name = "base_model.model.model.layers.\(l).\(t.module).\(t.rawValue)"
+                let a = TensorSlot(name: name + ".lora_A.weight", shape: [config.rank, inputs], offset: next)
+                let b = TensorSlot(name: name + ".lora_B.weight", shape: [outputs, config.rank], offset: a.offset + a.count)
+                next = b.offset + b.count
+                index[l * 8 + LoRATarget.allCases.firstIndex(of: t)!] = adapters.count
+                adapters.append(Adapter(layer: l, target: t, inputs: inputs, outputs: outputs, a: a.offset, b: b.offset))
+                slots += [a, b]
+            }
+        }
+        self.slots = slots
+        self.adapters = adapters
+        self.index = index
+        values = FloatBuffer(count: next)
+        var rng = SplitMix64(seed: seed)
+        for ad in adapters {
+            let bound = 1 / Float(ad.inputs).squareRoot()
+            for i in 0..<(config.rank * ad.inputs) {
+                values[ad.a + i] = (Float(Double(rng.next() >> 11) * 0x1.0p-53) * 2 - 1) * bound
+            }
+        }
+    }
+
+    /// (outputs, inputs) of a projection.
+    static func shape(_ t: LoRATarget, _ c: ModelConfig) -> (Int, Int) {
+        switch t {
+        case .q: (c.queryDim, c.dim)
+        case .k, .v: (c.kvDim, c.dim)
+        case .o: (c.dim, c.queryDim)
+        case .gate, .up: (c.hiddenDim, c.dim)
+        case .down: (c.dim, c.hiddenDim)
+        }
+    }
+
+    /// The position in `adapters` of a layer's adapter for `target`, if it has one.
+    public func adapterIndex(layer: Int, _ target: LoRATarget) -> Int? {
+        index[layer * 8 + LoRATarget.allCases.firstIndex(of: target)!]
+    }
+
+    /// Adds `scale · B A` to each adapted matrix of `parameters` (PEFT's `merge_and_unload`).
+    public func merge(into parameters: TrainableParameters) throws {
+        guard parameters.config.layerCount == model.layerCount, parameters.config.dim == model.dim,
+              parameters.config.hiddenDim == model.hiddenDim, parameters.config.kvDim == model.kvDim else {
+            throw LlamaError.invalidArgument("the adapters were made for another model shape")
+        }
+        let r = config.rank, s = config.scale
+        for ad in adapters {
+            let name = "model.layers.\(ad.layer).\(ad.target.module).\(ad.target.rawValue).weight"
+            guard let w = parameters.tensor(name) else { throw LlamaError.invalidArgument("the model has no \(name)") }
+            let b = values.pointer + ad.b, a = values.pointer + ad.a
+            // W (outputs × inputs) += s · B (outputs × r) · A (r × inputs)
+            for o in 0..<ad.outputs {
+                for k in 0..<r {
+                    let f = s * b[o * r + k]
+                    if f == 0 { continue }
+                    let row = w.baseAddress! + o * ad.inputs, arow = a + k * ad.inputs
+                    for i in 0..<ad.inputs { row[i] += f * arow[i] }
+                }
+            }
+        }
+    }
+
+    /// Writes a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`),
+    /// each file atomically. `extra` tensors (a reward model's `score.weight`) are saved under
+    /// `base_model.model.NAME` and listed as modules to save, as PEFT does for SEQ_CLS.
+    public func writePEFT(to directory: String, taskType: String = "CAUSAL_LM", baseModel: String? = nil,
+                          extra: [(name: String, shape: [Int], values: [Float])] = []) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // Our q/k rows may be in Meta's interleaved RoPE layout; Hugging Face's are rotate-half
+        // (HFExport permutes the base matrices the same way), and B's rows are W's rows.
+        let permute = model.ropeLayout == .interleaved
+        var tensors: [(name: String, shape: [Int], values: [Float])] = []
+        for ad in adapters {
+            let name = "base_model.model.model.layers.\(ad.layer).\(ad.target.module).\(ad.target.rawValue)"
+            let r = config.rank
+            tensors.append((name + ".lora_A.weight", [r, ad.inputs], Array(UnsafeBufferPointer(start: values.pointer + ad.a, count: r * ad.inputs))))
+            var b = [Float](repeating: 0, count: ad.outputs * r)
+            for row in 0..<ad.outputs {
+                let source = permute && (ad.target == .q || ad.target == .k)
+                    ? HFExport.interleavedRow(forHalvesRow: row, headDim: model.headDim) : row
+                for k in 0..<r { b[row * r + k] = values[ad.b + source * r + k] }
+            }
+            tensors.append((name + ".lora_B.weight", [ad.outputs, r], b))
+        }
+        tensors += extra.map { ("base_model.model." + $0.name, $0.shape, $0.values) }
+        try Self.writeSafetensors(tensors, to: directory + "/adapter_model.safetensors")
+        var peft: [String: Any] = [
+            "peft_type": "LORA", "task_type": taskType, "r": config.rank, "lora_alpha": Double(config.alpha),
+            "lora_dropout": Double(config.dropout), "target_modules": config.targets.sorted().map(\.rawValue), "bias": "none",
+            "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true, "use_rslora": false, "use_dora": false,
+            "base_model_name_or_path": baseModel ?? NSNull(),
+        ]
+        if !extra.isEmpty { peft["modules_to_save"] = extra.map { String($0.name.split(separator: ".").first!) } }
+        let json = try JSONSerialization.data(withJSONObject: peft, options: [.prettyPrinted, .sortedKeys])
+        try writeFileAtomically(directory + "/adapter_config.json") { try $0.write(contentsOf: json) }
+    }
+
+    /// A safetensors file of Float32 tensors, written atomically.
+    static func writeSafetensors(_ tensors: [(name: String, shape: [Int], values: [Float])], to path: String) throws {
+        var header: [String: Any] = ["__metadata__": ["format": "pt"]]
+        var offset = 0
+        for t in tensors {
+            precondition(t.shape.reduce(1, *) == t.values.count)
+            header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + t.values.count * 4]]
+            offset += t.values.count * 4
+        }
+        var headerBytes = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
+        try writeFileAtomically(path) { handle in
+            var prefix = Data()
+            withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { prefix.append(contentsOf: $0) }
+            try handle.write(contentsOf: prefix + headerBytes)
+            for t in tensors { try t.values.withUnsafeBufferPointer { try handle.write(contentsOf: Data(buffer: $0)) } }
+        }
+    }
+
+    // MARK: Dropout
+
+    /// Keep-or-drop of input element `i` of adapter `adapter` in pass `pass`: a hash, so the
+    /// backward pass sees the forward pass's mask without storing it.
+    @inline(__always)
+    static func keeps(pass: UInt64, adapter: Int, element: Int, threshold: UInt64) -> Bool {
+        var z = pass &+ UInt64(adapter) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(element) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return z >> 11 >= threshold
+    }
+}
