@@ -83,6 +83,25 @@ struct GenerationOptionGroup: ParsableArguments {
     }
 }
 
+/// LoRA instead of full fine-tuning.
+struct LoRAOptionGroup: ParsableArguments {
+    @Option(help: "Train LoRA adapters of this rank instead of the weights (0: train the weights).")
+    var loraRank: Int = 0
+    @Option(help: "LoRA alpha (the adapters are scaled by alpha / rank).")
+    var loraAlpha: Float = 16
+    @Option(help: "LoRA dropout on the adapters' input.")
+    var loraDropout: Float = 0.05
+    @Option(help: "Projections to adapt: a list of q,k,v,o,gate,up,down, or all, attention, mlp.")
+    var loraTargets: String = "q,v"
+
+    func config() throws -> LoRAConfig? {
+        guard loraRank != 0 else { return nil }
+        let c = LoRAConfig(rank: loraRank, alpha: loraAlpha, dropout: loraDropout, targets: try LoRATarget.parse(loraTargets))
+        do { try c.validate() } catch { throw ValidationError("\(error)") }
+        return c
+    }
+}
+
 /// Writes text to stdout immediately (generation streams token by token).
 func emit(_ text: String) {
     FileHandle.standardOutput.write(Data(text.utf8))

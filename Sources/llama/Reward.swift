@@ -90,11 +90,14 @@ struct RewardTrain: ParsableCommand {
             weight decay 0.1, clipping 1.0), warm-up over 3% of the steps (at least 5) and cosine decay to \
             10%, as Llama 2's reward models. Writes OUT/hf (a transformers LlamaForSequenceClassification \
             directory), OUT/log.jsonl and OUT/validation.json. Ctrl-C stops, validates and writes what \
-            has been trained.
+            has been trained. With --lora-rank the trunk stays frozen and LoRA adapters train with the \
+            head: OUT/hf has them merged, OUT/adapter holds them in PEFT's layout (SEQ_CLS, with \
+            score.weight as a module to save).
             """)
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var dataOptions: RewardDataOptions
+    @OptionGroup var loraOptions: LoRAOptionGroup
 
     @Option(help: "Preference pairs (JSONL).")
     var data: String
@@ -161,6 +164,17 @@ struct RewardTrain: ParsableCommand {
         let optimizer = AdamW(layout: params.layout)
         optimizer.frozen = params.layout.tensorNames(belowLayer: freeze)
         let gradients = FloatBuffer(count: params.layout.count)
+        // LoRA: adapters and the head train, everything else is frozen.
+        var lora: LoRAAdapters?, loraOptimizer: AdamW?
+        if let config = try loraOptions.config() {
+            let adapters = try LoRAAdapters(config: config, model: params.config, seed: seed)
+            rm.attach(adapters)
+            lora = adapters
+            loraOptimizer = AdamW(slots: adapters.slots, count: adapters.count)
+            optimizer.frozen = Set(params.layout.slots.map(\.name)).subtracting(["score.weight"])
+            note(String(format: "LoRA rank %d, alpha %g, dropout %g on %@: %.2f M adapter parameters", config.rank, Double(config.alpha),
+                        Double(config.dropout), config.targets.map(\.rawValue).joined(separator: ","), Double(adapters.count) / 1e6))
+        }
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let log = try JSONLines(path: out + "/log.jsonl")
         note(String(format: "reward model: %.1f M parameters; %d training pairs, %d validation; %d steps of %d pairs; lr %.2g, warm-up %d",
@@ -182,6 +196,7 @@ struct RewardTrain: ParsableCommand {
                         pairLength($0) < pairLength($1)
                     }
                     gradients.zero()
+                    rm.loraGradients?.zero()
                     var loss = 0.0, correct = 0, i = 0
                     while i < stepPairs.count {
                         let chunk = Array(stepPairs[i..<min(i + batch, stepPairs.count)])
@@ -191,9 +206,12 @@ struct RewardTrain: ParsableCommand {
                         tokensSeen += chunk.reduce(0) { $0 + $1.chosen.count + $1.rejected.count }
                         i += chunk.count
                     }
-                    let norm = optimizer.clip(gradients)
+                    var groups = [(optimizer, gradients)]
+                    if let loraOptimizer, let g = rm.loraGradients { groups.append((loraOptimizer, g)) }
+                    let norm = AdamW.clip(groups, maxNorm: optimizer.options.clipNorm)
                     let rate = schedule.lr(step: stepsDone)
                     optimizer.update(params.values, gradients: gradients, lr: rate)
+                    if let lora, let loraOptimizer, let g = rm.loraGradients { loraOptimizer.update(lora.values, gradients: g, lr: rate) }
                     stepsDone += 1
                     let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
                     let meanLoss = loss / Double(stepPairs.count), accuracy = Double(correct) / Double(stepPairs.count)
@@ -233,7 +251,17 @@ struct RewardTrain: ParsableCommand {
                         a.value, a.low, a.high, v.loss / Double(validationPairs.count), validationPairs.count))
         }
         let hf = out + "/hf"
-        try HFExport.write(params, to: hf, tokenizerFile: copyableTokenizer(m), bosID: m.tokenizer.bosID, eosID: m.tokenizer.eosID,
+        var exported = params
+        if let lora {
+            let copy = FloatBuffer(count: params.layout.count)
+            copy.copy(from: params.values)
+            exported = TrainableParameters(layout: params.layout, values: copy)
+            try lora.merge(into: exported)
+            let head = Array(params.tensor("score.weight")!)
+            try lora.writePEFT(to: out + "/adapter", taskType: "SEQ_CLS", baseModel: m.format == .huggingFace ? m.path : nil,
+                               extra: [("score.weight", [1, params.config.dim], head)])
+        }
+        try HFExport.write(exported, to: hf, tokenizerFile: copyableTokenizer(m), bosID: m.tokenizer.bosID, eosID: m.tokenizer.eosID,
                            padID: RewardModel.padToken(for: m.tokenizer))
         let json = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
         try json.write(to: URL(fileURLWithPath: out + "/validation.json"), options: .atomic)

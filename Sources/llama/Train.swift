@@ -401,6 +401,11 @@ struct SFT: ParsableCommand {
             tokenizer files when the model is a Hugging Face directory). --resume continues a run \
             (same options). \
             --evaluate trains nothing and prints the model's mean loss per answer token on --data.
+
+            --lora-rank R trains LoRA adapters instead of the weights (PEFT's definition; \
+            --lora-alpha, --lora-dropout, --lora-targets): the base weights stay frozen, model.gguf and \
+            hf/ have the adapters merged in, and adapter/ holds them alone in PEFT's layout \
+            (adapter_config.json, adapter_model.safetensors).
             """)
 
     @OptionGroup var model: ModelOptions
@@ -413,6 +418,7 @@ struct SFT: ParsableCommand {
     @Option(help: "Passes over the examples (when --steps is not given).")
     var epochs: Double = 2
     @OptionGroup var training: TrainingOptionGroup
+    @OptionGroup var loraOptions: LoRAOptionGroup
     @Option(help: "Save a checkpoint every N steps (0: only at the end and on Ctrl-C).")
     var saveEvery: Int = 100
     @Flag(help: "Continue the run saved in --out.")
@@ -447,7 +453,8 @@ struct SFT: ParsableCommand {
         let trainWindows = max(1, windows - max(1, Int((Double(windows) * training.validationFraction).rounded())))
         let perStep = training.batchSize * training.accumulationSteps
         let epochSteps = max(1, Int((Double(trainWindows) * epochs / Double(perStep)).rounded(.up)))
-        let options = training.options(steps: epochSteps, lr: 2e-5, warmup: { max(1, $0 * 3 / 100) })
+        var options = training.options(steps: epochSteps, lr: 2e-5, warmup: { max(1, $0 * 3 / 100) })
+        options.lora = try loraOptions.config()
         let mixture = try DataMixture(sources: [.init(name: data, weight: 1, tokens: packed.tokens, learned: packed.learned)],
                                       sequenceLength: options.sequenceLength, validationFraction: options.validationFraction,
                                       seed: options.seed)
@@ -457,13 +464,14 @@ struct SFT: ParsableCommand {
             }
         try runTraining(trainer, checkpointPath: checkpointPath, logPath: logPath, saveEvery: saveEvery) {
             let modelPath = out + "/model.gguf"
-            try GGUFExport.write(weights: try trainer.parameters.weights(), tokenizer: m.tokenizer, name: m.name + " SFT",
+            let trained = try trainer.trainedParameters()
+            try GGUFExport.write(weights: try trained.weights(), tokenizer: m.tokenizer, name: m.name + " SFT",
                                  chatTemplate: m.chatTemplate, source: checkpointPath, to: modelPath,
                                  recipe: GGUFExport.Recipe.uniform(type.tensorType)!)
             // The Hugging Face directory; its tokenizer files are copied when the model came from one
             // (a GGUF's tokenizer has no file to copy: transformers then needs the original's).
             let hf = out + "/hf"
-            try HFExport.write(trainer.parameters, to: hf, tokenizerFile: nil, bosID: m.tokenizer.bosID, eosID: m.tokenizer.eosID)
+            try HFExport.write(trained, to: hf, tokenizerFile: nil, bosID: m.tokenizer.bosID, eosID: m.tokenizer.eosID)
             if m.format == .huggingFace {
                 for name in ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"] {
                     let source = m.path + "/" + name
@@ -471,6 +479,11 @@ struct SFT: ParsableCommand {
                     try? FileManager.default.removeItem(atPath: hf + "/" + name)
                     try FileManager.default.copyItem(atPath: source, toPath: hf + "/" + name)
                 }
+            }
+            if let lora = trainer.lora {
+                // The adapters alone, for PEFT on top of the base model's Hugging Face weights.
+                try lora.writePEFT(to: out + "/adapter", baseModel: m.format == .huggingFace ? m.path : nil)
+                return modelPath + ", " + hf + " (adapters merged) and " + out + "/adapter (PEFT)"
             }
             return modelPath + " and " + hf
         }

@@ -158,6 +158,19 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(after.status, 0, after.err)
         XCTAssertTrue(after.out.contains("mean reward difference"), after.out)
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/after/sft"))
+        // LoRA instead of the whole trunk: the adapters in PEFT's layout beside the merged export.
+        let lora = try run(["reward", "train", "-m", model, "--data", tmp + "/pairs.jsonl", "--out", tmp + "/rm-lora", "--seq", "128",
+                            "--batch", "2", "--accumulate", "2", "--validation", "0.25", "--lora-rank", "4", "--lora-targets", "q,v,down"])
+        XCTAssertEqual(lora.status, 0, lora.err)
+        XCTAssertTrue(lora.err.contains("LoRA rank 4"), lora.err)
+        for file in ["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "hf/model.safetensors"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/rm-lora/" + file), file)
+        }
+        let badLoRA = try run(["reward", "train", "-m", model, "--data", tmp + "/pairs.jsonl", "--out", tmp + "/x", "--lora-rank", "4",
+                               "--lora-targets", "q,attn"])
+        XCTAssertNotEqual(badLoRA.status, 0)
+        XCTAssertTrue(badLoRA.err.contains("unknown LoRA target 'attn'"), badLoRA.err)
+
         let noReward = try run(["rejection-sample", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--reward", model, "--out", tmp + "/x"])
         XCTAssertNotEqual(noReward.status, 0)
         XCTAssertTrue(noReward.err.contains("score.weight"), noReward.err)

@@ -136,4 +136,49 @@ final class LoRATests: XCTestCase {
             XCTAssertTrue((0..<(ad.inputs * fresh.config.rank)).contains { fresh.values[ad.a + $0] != 0 })
         }
     }
+
+    /// Adapters alone fit a batch: AdamW on the adapters lowers its loss a long way.
+    func testAdaptersLearn() throws {
+        let (_, tiny, params, _) = try load()
+        let lora = try LoRAAdapters(config: LoRAConfig(rank: 4, alpha: 8, dropout: 0.05, targets: LoRATarget.allCases), model: params.config, seed: 2)
+        let model = BackpropModel(parameters: params, batchSize: tiny.inputs.count, sequenceLength: tiny.inputs[0].count)
+        model.attach(lora)
+        let optimizer = AdamW(slots: lora.slots, count: lora.count)
+        let tokens = tiny.inputs.flatMap { $0 }, targets = TrainingTests.targets(tiny.targets)
+        let count = Float(targets.filter { $0 >= 0 }.count)
+        let start = try model.loss(tokens: tokens, targets: targets).lossSum
+        for _ in 0..<40 {
+            model.loraGradients!.zero()
+            try model.accumulateGradients(tokens: tokens, targets: targets, gradScale: 1 / count, into: FloatBuffer(count: params.layout.count))
+            optimizer.clip(model.loraGradients!)
+            optimizer.update(lora.values, gradients: model.loraGradients!, lr: 1e-2)
+        }
+        let end = try model.loss(tokens: tokens, targets: targets).lossSum
+        XCTAssertLessThan(end, 0.5 * start)
+    }
+
+    /// A LoRA run leaves the weights frozen, and a run saved halfway and resumed prints the
+    /// losses of the uninterrupted one (adapters, their moments and the dropout masks come back).
+    func testLoRARunKeepsTheWeightsAndResumesExactly() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("llama-swift-lora-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = LoRAConfig(rank: 4, alpha: 8, dropout: 0.1, targets: LoRATarget.allCases)
+        let (straight, _) = try TrainingTests.tinyRun(steps: 30, lora: config)
+        let before = straight.parameters.values.array
+        var losses: [Double] = []
+        for _ in 0..<30 { losses.append(try straight.trainStep().loss) }
+        XCTAssertEqual(straight.parameters.values.array, before, "the base weights are frozen")
+        XCTAssertNotEqual(try straight.trainedParameters().values.array, before)
+
+        let (first, _) = try TrainingTests.tinyRun(steps: 30, lora: config)
+        for _ in 0..<13 { _ = try first.trainStep() }
+        try first.save(to: dir + "/c.lsckpt")
+        let (_, freshData) = try TrainingTests.tinyRun(steps: 30)
+        let checkpoint = try Trainer.loadCheckpoint(dir + "/c.lsckpt")
+        XCTAssertEqual(checkpoint.options.lora, config)
+        let resumed = try Trainer(resuming: checkpoint, data: freshData)
+        XCTAssertEqual(resumed.step, 13)
+        for s in 13..<30 { XCTAssertEqual(try resumed.trainStep().loss, losses[s], "step \(s + 1)") }
+    }
 }

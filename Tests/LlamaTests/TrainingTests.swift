@@ -165,7 +165,7 @@ final class TrainingTests: XCTestCase {
 
     // MARK: Runs, checkpoints and bad input
 
-    static func tinyRun(steps: Int = 6, accumulation: Int = 2) throws -> (Trainer, DataMixture) {
+    static func tinyRun(steps: Int = 6, accumulation: Int = 2, lora: LoRAConfig? = nil, peak: Float = 1e-2) throws -> (Trainer, DataMixture) {
         let config = ModelConfig(dim: 16, hiddenDim: 32, layerCount: 2, headCount: 4, kvHeadCount: 2, vocabSize: 40,
                                  contextLength: 16, ropeLayout: .halves)
         var rng = SplitMix64(seed: 5)
@@ -178,7 +178,8 @@ final class TrainingTests: XCTestCase {
         options.sequenceLength = 8
         options.accumulationSteps = accumulation
         options.steps = steps
-        options.schedule = LRSchedule(peak: 1e-2, warmupSteps: 2, totalSteps: steps)
+        options.schedule = LRSchedule(peak: peak, warmupSteps: 2, totalSteps: steps)
+        options.lora = lora
         let params = TrainableParameters(config: config, tiedEmbeddings: true, seed: 9)
         return (try Trainer(parameters: params, data: data, options: options), data)
     }

@@ -41,18 +41,31 @@ public final class AdamW: @unchecked Sendable {
         step = 0
     }
 
-    /// The gradients' global L2 norm; when it exceeds `clipNorm`, scales them down to it as
-    /// `torch.nn.utils.clip_grad_norm_` does (factor `clip / (norm + 1e-6)`). Returns the norm
-    /// before clipping.
+    /// The gradients' global L2 norm over the tensors it trains; when it exceeds `clipNorm`,
+    /// scales them down to it as `torch.nn.utils.clip_grad_norm_` does (factor
+    /// `clip / (norm + 1e-6)`). Returns the norm before clipping.
     @discardableResult
     public func clip(_ gradients: FloatBuffer) -> Float {
+        AdamW.clip([(self, gradients)], maxNorm: options.clipNorm)
+    }
+
+    /// Clipping over several optimizers' gradients together (LoRA adapters and a reward head):
+    /// one global norm, as one `clip_grad_norm_` over all trained parameters.
+    @discardableResult
+    public static func clip(_ groups: [(AdamW, FloatBuffer)], maxNorm: Float) -> Float {
         var ss = 0.0
-        let g = gradients.pointer
-        for i in 0..<gradients.count { ss += Double(g[i]) * Double(g[i]) }
+        for (optimizer, gradients) in groups {
+            let g = gradients.pointer
+            for slot in optimizer.slots where !optimizer.frozen.contains(slot.name) {
+                for i in slot.offset..<(slot.offset + slot.count) { ss += Double(g[i]) * Double(g[i]) }
+            }
+        }
         let norm = Float(ss.squareRoot())
-        if options.clipNorm > 0 {
-            let factor = options.clipNorm / (norm + 1e-6)
-            if factor < 1 { for i in 0..<gradients.count { g[i] *= factor } }
+        if maxNorm > 0 {
+            let factor = maxNorm / (norm + 1e-6)
+            if factor < 1 {
+                for (_, gradients) in groups { for i in 0..<gradients.count { gradients.pointer[i] *= factor } }
+            }
         }
         return norm
     }

@@ -18,6 +18,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     /// Fraction of each source's windows held out for validation.
     public var validationFraction = 0.01
     public var seed: UInt64 = 1
+    /// Train LoRA adapters instead of the weights (absent in checkpoints from before LoRA).
+    public var lora: LoRAConfig?
 
     public init() {}
 
@@ -44,7 +46,10 @@ public final class Trainer: @unchecked Sendable {
     public let options: TrainingOptions
     public let model: BackpropModel
     private let gradients: FloatBuffer
-    public var step: Int { optimizer.step }
+    /// With `options.lora`: the adapters being trained (the weights stay as they are) and their optimizer.
+    public let lora: LoRAAdapters?
+    public let loraOptimizer: AdamW?
+    public var step: Int { (loraOptimizer ?? optimizer).step }
 
     public init(parameters: TrainableParameters, data: DataMixture, options: TrainingOptions, pool: ThreadPool = .shared) throws {
         guard options.sequenceLength <= parameters.config.contextLength else {
@@ -62,6 +67,25 @@ public final class Trainer: @unchecked Sendable {
         optimizer = AdamW(layout: parameters.layout, options: options.adamw)
         model = BackpropModel(parameters: parameters, batchSize: options.batchSize, sequenceLength: options.sequenceLength, pool: pool)
         gradients = FloatBuffer(count: parameters.layout.count)
+        if let config = options.lora {
+            let adapters = try LoRAAdapters(config: config, model: parameters.config, seed: options.seed)
+            model.attach(adapters)
+            lora = adapters
+            loraOptimizer = AdamW(slots: adapters.slots, count: adapters.count, options: options.adamw)
+        } else {
+            lora = nil
+            loraOptimizer = nil
+        }
+    }
+
+    /// The trained model: the parameters, or for a LoRA run a copy with the adapters merged in.
+    public func trainedParameters() throws -> TrainableParameters {
+        guard let lora else { return parameters }
+        let copy = FloatBuffer(count: parameters.layout.count)
+        copy.copy(from: parameters.values)
+        let merged = TrainableParameters(layout: parameters.layout, values: copy)
+        try lora.merge(into: merged)
+        return merged
     }
 
     /// One optimizer step: `accumulationSteps` micro-batches, clipping, AdamW at the scheduled rate.
@@ -70,16 +94,24 @@ public final class Trainer: @unchecked Sendable {
         let batches = (0..<options.accumulationSteps).map { _ in data.nextBatch(rows: options.batchSize) }
         let counted = batches.reduce(0) { $0 + $1.targets.filter { $0 >= 0 }.count }
         gradients.zero()
+        model.loraGradients?.zero()
+        // LoRA dropout masks follow from the seed and the step, so a resumed run draws the same ones.
+        model.loraPass = options.seed &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(step) << 20
         var lossSum = 0.0
         for b in batches {
             lossSum += try model.accumulateGradients(tokens: b.tokens, targets: b.targets,
                                                      gradScale: 1 / Float(max(counted, 1)), into: gradients).lossSum
         }
-        let norm = optimizer.clip(gradients)
-        let lr = options.schedule.lr(step: optimizer.step)
-        optimizer.update(parameters.values, gradients: gradients, lr: lr)
+        let norm: Float, lr = options.schedule.lr(step: step)
+        if let lora, let loraOptimizer, let loraGradients = model.loraGradients {
+            norm = loraOptimizer.clip(loraGradients)
+            loraOptimizer.update(lora.values, gradients: loraGradients, lr: lr)
+        } else {
+            norm = optimizer.clip(gradients)
+            optimizer.update(parameters.values, gradients: gradients, lr: lr)
+        }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return StepReport(step: optimizer.step, loss: lossSum / Double(max(counted, 1)), lr: lr, gradNorm: norm,
+        return StepReport(step: step, loss: lossSum / Double(max(counted, 1)), lr: lr, gradNorm: norm,
                           tokens: batches.count * options.batchSize * options.sequenceLength, seconds: seconds)
     }
 
@@ -106,6 +138,8 @@ public final class Trainer: @unchecked Sendable {
         var data: DataMixture.State
         var parameterCount: Int
         var sources: [String]
+        /// LoRA runs store the adapters and their moments instead of the weights' moments.
+        var loraCount: Int?
     }
 
     static let checkpointMagic = Array("LSCKPT01".utf8)
@@ -114,15 +148,18 @@ public final class Trainer: @unchecked Sendable {
     /// (temporary file, fsync, rename): an interrupted save leaves the previous checkpoint intact.
     public func save(to path: String) throws {
         let header = CheckpointHeader(model: ModelShape(parameters.config), tiedEmbeddings: parameters.layout.tiedEmbeddings,
-                                      options: options, step: optimizer.step, data: data.state,
-                                      parameterCount: parameters.layout.count, sources: data.sources.map(\.name))
+                                      options: options, step: step, data: data.state,
+                                      parameterCount: parameters.layout.count, sources: data.sources.map(\.name),
+                                      loraCount: lora?.count)
         let json = try JSONEncoder().encode(header)
         try writeFileAtomically(path) { handle in
             var head = Self.checkpointMagic
             withUnsafeBytes(of: UInt64(json.count).littleEndian) { head += $0 }
             try handle.write(contentsOf: head)
             try handle.write(contentsOf: json)
-            for buffer in [parameters.values, optimizer.m, optimizer.v] {
+            let buffers = if let lora, let loraOptimizer { [parameters.values, lora.values, loraOptimizer.m, loraOptimizer.v] }
+                else { [parameters.values, optimizer.m, optimizer.v] }
+            for buffer in buffers {
                 try handle.write(contentsOf: Data(bytesNoCopy: buffer.pointer, count: buffer.count * 4, deallocator: .none))
             }
         }
@@ -136,6 +173,8 @@ public final class Trainer: @unchecked Sendable {
         let header: CheckpointHeader
         let m: FloatBuffer
         let v: FloatBuffer
+        /// A LoRA run's adapters (their moments are then `m` and `v`).
+        let adapters: FloatBuffer?
     }
 
     public static func loadCheckpoint(_ path: String) throws -> Checkpoint {
@@ -161,16 +200,26 @@ public final class Trainer: @unchecked Sendable {
         }
         let dataOffset = 16 + jsonCount
         let bytes = layout.count * 4
-        guard file.size == dataOffset + 3 * bytes else {
-            throw LlamaError.truncated(file: path, offset: dataOffset, needed: 3 * bytes, what: "parameters and optimizer moments")
+        guard (header.loraCount != nil) == (header.options.lora != nil), (header.loraCount ?? 0) >= 0 else {
+            throw LlamaError.corrupt(file: path, offset: 16, reason: "the LoRA settings and the stored adapters disagree")
         }
-        func buffer(_ index: Int) -> FloatBuffer {
-            let b = FloatBuffer(count: layout.count)
-            UnsafeMutableRawPointer(b.pointer).copyMemory(from: file.base + dataOffset + index * bytes, byteCount: bytes)
+        let extra = header.loraCount.map { $0 * 4 } ?? bytes
+        let needed = bytes + (header.loraCount == nil ? 2 : 3) * extra
+        guard file.size == dataOffset + needed else {
+            throw LlamaError.truncated(file: path, offset: dataOffset, needed: needed, what: "parameters and optimizer moments")
+        }
+        func buffer(_ offset: Int, _ byteCount: Int) -> FloatBuffer {
+            let b = FloatBuffer(count: byteCount / 4)
+            UnsafeMutableRawPointer(b.pointer).copyMemory(from: file.base + dataOffset + offset, byteCount: byteCount)
             return b
         }
-        let params = TrainableParameters(layout: layout, values: buffer(0))
-        return Checkpoint(parameters: params, options: header.options, step: header.step, header: header, m: buffer(1), v: buffer(2))
+        let params = TrainableParameters(layout: layout, values: buffer(0, bytes))
+        if header.loraCount != nil {
+            return Checkpoint(parameters: params, options: header.options, step: header.step, header: header,
+                              m: buffer(bytes + extra, extra), v: buffer(bytes + 2 * extra, extra), adapters: buffer(bytes, extra))
+        }
+        return Checkpoint(parameters: params, options: header.options, step: header.step, header: header,
+                          m: buffer(bytes, bytes), v: buffer(2 * bytes, bytes), adapters: nil)
     }
 
     /// Continues a checkpointed run with `data` (the same sources, in the same order).
@@ -180,9 +229,16 @@ public final class Trainer: @unchecked Sendable {
             throw LlamaError.invalidArgument("the checkpoint was trained on \(checkpoint.header.sources.joined(separator: ", ")); this run names \(names.joined(separator: ", "))")
         }
         try self.init(parameters: checkpoint.parameters, data: data, options: checkpoint.options, pool: pool)
-        optimizer.m.copy(from: checkpoint.m)
-        optimizer.v.copy(from: checkpoint.v)
-        optimizer.step = checkpoint.step
+        let resumed = loraOptimizer ?? optimizer
+        if let lora, let adapters = checkpoint.adapters {
+            guard adapters.count == lora.count else {
+                throw LlamaError.invalidArgument("the checkpoint's adapters have \(adapters.count) values, its LoRA settings make \(lora.count)")
+            }
+            lora.values.copy(from: adapters)
+        }
+        resumed.m.copy(from: checkpoint.m)
+        resumed.v.copy(from: checkpoint.v)
+        resumed.step = checkpoint.step
         try data.restore(checkpoint.header.data)
     }
 }
