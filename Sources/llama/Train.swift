@@ -419,6 +419,8 @@ struct SFT: ParsableCommand {
     var epochs: Double = 2
     @OptionGroup var training: TrainingOptionGroup
     @OptionGroup var loraOptions: LoRAOptionGroup
+    @Option(help: "Freeze the embedding and the lower N layers (the backward pass stops above them).")
+    var freeze: Int = 0
     @Option(help: "Save a checkpoint every N steps (0: only at the end and on Ctrl-C).")
     var saveEvery: Int = 100
     @Flag(help: "Continue the run saved in --out.")
@@ -455,6 +457,7 @@ struct SFT: ParsableCommand {
         let epochSteps = max(1, Int((Double(trainWindows) * epochs / Double(perStep)).rounded(.up)))
         var options = training.options(steps: epochSteps, lr: 2e-5, warmup: { max(1, $0 * 3 / 100) })
         options.lora = try loraOptions.config()
+        options.frozenLayers = freeze > 0 ? freeze : nil
         let mixture = try DataMixture(sources: [.init(name: data, weight: 1, tokens: packed.tokens, learned: packed.learned)],
                                       sequenceLength: options.sequenceLength, validationFraction: options.validationFraction,
                                       seed: options.seed)

@@ -165,7 +165,8 @@ final class TrainingTests: XCTestCase {
 
     // MARK: Runs, checkpoints and bad input
 
-    static func tinyRun(steps: Int = 6, accumulation: Int = 2, lora: LoRAConfig? = nil, peak: Float = 1e-2) throws -> (Trainer, DataMixture) {
+    static func tinyRun(steps: Int = 6, accumulation: Int = 2, lora: LoRAConfig? = nil, peak: Float = 1e-2,
+                        frozen: Int? = nil) throws -> (Trainer, DataMixture) {
         let config = ModelConfig(dim: 16, hiddenDim: 32, layerCount: 2, headCount: 4, kvHeadCount: 2, vocabSize: 40,
                                  contextLength: 16, ropeLayout: .halves)
         var rng = SplitMix64(seed: 5)
@@ -180,6 +181,7 @@ final class TrainingTests: XCTestCase {
         options.steps = steps
         options.schedule = LRSchedule(peak: peak, warmupSteps: 2, totalSteps: steps)
         options.lora = lora
+        options.frozenLayers = frozen
         let params = TrainableParameters(config: config, tiedEmbeddings: true, seed: 9)
         return (try Trainer(parameters: params, data: data, options: options), data)
     }
@@ -203,6 +205,19 @@ final class TrainingTests: XCTestCase {
         let resumed = try Trainer(resuming: try Trainer.loadCheckpoint(dir + "/c.lsckpt"), data: freshData)
         XCTAssertEqual(resumed.step, 13)
         for s in 13..<30 { XCTAssertEqual(try resumed.trainStep().loss, losses[s], "step \(s + 1)") }
+    }
+
+    /// Frozen lower layers stay as they were through a run; the layers above train.
+    func testFrozenLayersStayFrozen() throws {
+        let (trainer, _) = try Self.tinyRun(steps: 4, frozen: 1)
+        let before = trainer.parameters.values.array
+        for _ in 0..<4 { _ = try trainer.trainStep() }
+        let frozen = trainer.parameters.layout.tensorNames(belowLayer: 1)
+        for slot in trainer.parameters.layout.slots {
+            let changed = (slot.offset..<(slot.offset + slot.count)).contains { trainer.parameters.values[$0] != before[$0] }
+            XCTAssertEqual(changed, !frozen.contains(slot.name), slot.name)
+        }
+        XCTAssertThrowsError(try Self.tinyRun(frozen: 3))
     }
 
     func testBadCheckpointsAndDataGiveClearErrors() throws {

@@ -20,6 +20,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var seed: UInt64 = 1
     /// Train LoRA adapters instead of the weights (absent in checkpoints from before LoRA).
     public var lora: LoRAConfig?
+    /// Freeze the embedding and this many lower layers (absent in older checkpoints: none).
+    public var frozenLayers: Int?
 
     public init() {}
 
@@ -64,8 +66,13 @@ public final class Trainer: @unchecked Sendable {
         self.parameters = parameters
         self.data = data
         self.options = options
+        guard (0...parameters.config.layerCount).contains(options.frozenLayers ?? 0) else {
+            throw LlamaError.invalidArgument("cannot freeze \(options.frozenLayers!) layers of \(parameters.config.layerCount)")
+        }
         optimizer = AdamW(layout: parameters.layout, options: options.adamw)
+        optimizer.frozen = parameters.layout.tensorNames(belowLayer: options.frozenLayers ?? 0)
         model = BackpropModel(parameters: parameters, batchSize: options.batchSize, sequenceLength: options.sequenceLength, pool: pool)
+        model.frozenLayers = options.frozenLayers ?? 0
         gradients = FloatBuffer(count: parameters.layout.count)
         if let config = options.lora {
             let adapters = try LoRAAdapters(config: config, model: parameters.config, seed: options.seed)
