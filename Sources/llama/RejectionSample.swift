@@ -74,7 +74,13 @@ struct RejectionSample: ParsableCommand {
     @Option(help: "Fine-tuning: sequences per micro-batch.")
     var batch: Int = 4
 
+    @Option(help: "Fine-tuning: freeze the embedding and the lower N layers.")
+    var freeze: Int = 0
+
+    @OptionGroup(title: "Fine-tuning with LoRA") var loraOptions: LoRAOptionGroup
+
     func run() throws {
+        _ = try loraOptions.config()  // bad LoRA options fail before sampling, not after
         guard samples >= 1, maxTokens >= 1, maxPrompt >= 1, rewardSeq >= 8, skip >= 0, (limit ?? 1) >= 1 else {
             throw ValidationError("--samples, --max-tokens, --max-prompt, --limit must be positive, --reward-seq at least 8, --skip not negative")
         }
@@ -100,12 +106,13 @@ struct RejectionSample: ParsableCommand {
         var options = GenerationOptions()
         options.maxTokens = maxTokens
         options.sampling = sampling.options
+        let baseSeed = options.sampling.seed
         options.stopTokens = format.stopTokens(m.tokenizer)
 
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let records = try JSONLines(path: out + "/samples.jsonl")
         let kept = try JSONLines(path: out + "/best.jsonl")
-        note("\(prompts): \(set.count) prompts, \(samples) samples each (temperature \(sampling.temperature), seed \(options.sampling.seed)); reward model \(reward)")
+        note("\(prompts): \(set.count) prompts, \(samples) samples each (temperature \(sampling.temperature), seed \(baseSeed)); reward model \(reward)")
 
         let start = DispatchTime.now().uptimeNanoseconds
         var all: [Double] = [], best: [Double] = [], perPrompt: [Int: Double] = [:]
@@ -121,7 +128,8 @@ struct RejectionSample: ParsableCommand {
                     tooLong += 1
                     continue
                 }
-                options.sampling.seed = sampling.options.seed &+ UInt64(prompt.line) &* 1_000_003
+                // Each prompt's samples have their own seeds, fixed by the run's seed and the prompt's line.
+                options.sampling.seed = baseSeed &+ UInt64(prompt.line) &* 1_000_003
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 let answers = try generator.samples(prompt: tokens, count: samples, options: options)
                 generationSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
@@ -153,7 +161,7 @@ struct RejectionSample: ParsableCommand {
         let allReward = MeanInterval(all), bestReward = MeanInterval(best)
         var summary: [String: Any] = [
             "prompts": done, "samples_per_prompt": samples, "prompts_too_long": tooLong, "temperature": Double(sampling.temperature),
-            "seed": options.sampling.seed, "model": m.path, "reward_model": reward,
+            "seed": baseSeed, "model": m.path, "reward_model": reward,
             "mean_reward": ["mean": allReward.mean, "ci95": [allReward.low, allReward.high], "n": allReward.count],
             "mean_best_reward": ["mean": bestReward.mean, "ci95": [bestReward.low, bestReward.high], "n": bestReward.count],
             "seconds": Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9]
@@ -176,6 +184,11 @@ struct RejectionSample: ParsableCommand {
         var arguments = ["--model", try model.modelPath(), "--data", out + "/best.jsonl", "--out", out + "/sft",
                          "--epochs", String(epochs), "--lr", String(lr), "--seq", String(seq), "--batch", String(batch),
                          "--template", format.rawValue]
+        if freeze > 0 { arguments += ["--freeze", String(freeze)] }
+        if loraOptions.loraRank > 0 {
+            arguments += ["--lora-rank", String(loraOptions.loraRank), "--lora-alpha", String(loraOptions.loraAlpha),
+                          "--lora-dropout", String(loraOptions.loraDropout), "--lora-targets", loraOptions.loraTargets]
+        }
         if let t = model.tokenizer { arguments += ["--tokenizer", t] }
         if let t = model.threads { arguments += ["--threads", String(t)] }
         try SFT.parse(arguments).run()
