@@ -13,7 +13,8 @@ struct Reward: ParsableCommand {
             JSONL in the HH-RLHF shape ({"chosen": "\\n\\nHuman: …\\n\\nAssistant: …", "rejected": …}) or \
             {"prompt", "chosen", "rejected", "rating"?, "safety"?}; dialogues are rendered with the model's \
             chat format (no default system prompt). Train one model per kind of data: helpfulness pairs make \
-            the helpfulness model, safety pairs the safety model.
+            the helpfulness model, safety pairs the safety model (--kind picks them from a mixed file by \
+            the "safety" flag).
             """,
         subcommands: [RewardTrain.self, RewardEval.self, RewardScore.self])
 }
@@ -28,6 +29,12 @@ struct RewardDataOptions: ParsableArguments {
     @Option(help: "Margin table m(rating): none, small or large (Llama 2 Table 27); pairs without a rating get 0.")
     var margins: String = "small"
 
+    @Option(help: """
+        Which pairs of a mixed file to use: all, safety (pairs marked "safety": true) or helpfulness \
+        (the others): the safety and helpfulness models each train on their own.
+        """)
+    var kind: String = "all"
+
     func marginTable() throws -> MarginTable {
         switch margins {
         case "none": .none
@@ -40,9 +47,19 @@ struct RewardDataOptions: ParsableArguments {
     func load(_ path: String, model: Model) throws -> PreferenceData {
         guard seq >= 8 else { throw ValidationError("--seq must be at least 8") }
         let format = try chatFormat(named: template, for: model)
-        let data = try PreferenceData.load(path, format: format, tokenizer: model.tokenizer, maxTokens: seq,
+        var data = try PreferenceData.load(path, format: format, tokenizer: model.tokenizer, maxTokens: seq,
                                            margins: try marginTable())
-        note("\(path): \(data.examples.count) pairs (\(format.rawValue) format)"
+        var kept = ""
+        switch kind {
+        case "all": break
+        case "safety", "helpfulness":
+            let before = data.examples.count
+            data.examples.removeAll { ($0.safety == true) != (kind == "safety") }
+            kept = " \(kind) pairs of \(before)"
+            guard !data.examples.isEmpty else { throw ValidationError("\(path): none of the \(before) pairs is a \(kind) pair") }
+        default: throw ValidationError("--kind is all, safety or helpfulness")
+        }
+        note("\(path): \(data.examples.count)\(kept.isEmpty ? "" : kept) pairs (\(format.rawValue) format)"
              + (data.skippedEmpty > 0 ? "; \(data.skippedEmpty) left out for an empty answer" : "")
              + (data.skippedIdentical > 0 ? "; \(data.skippedIdentical) left out as identical" : "")
              + (data.truncated > 0 ? "; \(data.truncated) cut to their last \(seq) tokens" : ""))

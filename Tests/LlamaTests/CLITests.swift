@@ -158,6 +158,14 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(after.status, 0, after.err)
         XCTAssertTrue(after.out.contains("mean reward difference"), after.out)
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/after/sft"))
+        // A mixed file: the safety model trains on the pairs marked as safety pairs only.
+        let mixed = lines.prefix(6).enumerated().map { i, l in i % 2 == 0 ? String(l.dropLast()) + #", "safety": true}"# : String(l) }
+        try Data((mixed.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: tmp + "/mixed.jsonl"))
+        let safety = try run(["reward", "eval", "-m", tmp + "/rm/hf", "--data", tmp + "/mixed.jsonl", "--seq", "128", "--kind", "safety", "--json"])
+        XCTAssertEqual(safety.status, 0, safety.err)
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(safety.out.utf8)) as! [String: Any])["pairs"] as? Int, 3)
+        XCTAssertTrue(safety.err.contains("3 safety pairs of 6"), safety.err)
+
         // LoRA instead of the whole trunk: the adapters in PEFT's layout beside the merged export.
         let lora = try run(["reward", "train", "-m", model, "--data", tmp + "/pairs.jsonl", "--out", tmp + "/rm-lora", "--seq", "128",
                             "--batch", "2", "--accumulate", "2", "--validation", "0.25", "--lora-rank", "4", "--lora-targets", "q,v,down"])
