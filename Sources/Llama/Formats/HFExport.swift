@@ -51,32 +51,20 @@ public enum HFExport {
     private static func writeSafetensors(_ parameters: TrainableParameters, to path: String) throws {
         let c = parameters.config, layout = parameters.layout
         let permute = c.ropeLayout == .interleaved
-        var header: [String: Any] = ["__metadata__": ["format": "pt"]]
-        var offset = 0
-        for s in layout.slots {
-            header[s.name] = ["dtype": "F32", "shape": s.shape, "data_offsets": [offset, offset + s.count * 4]]
-            offset += s.count * 4
-        }
-        var headerBytes = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
-        try writeFileAtomically(path) { handle in
-            var prefix = Data()
-            withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { prefix.append(contentsOf: $0) }
-            try handle.write(contentsOf: prefix + headerBytes)
-            for s in layout.slots {
-                let base = parameters.values.pointer + s.offset
-                let isQK = s.name.hasSuffix("q_proj.weight") || s.name.hasSuffix("k_proj.weight")
-                if permute && isQK {
-                    let cols = s.shape[1]
-                    var rows = Data(capacity: s.count * 4)
-                    for r in 0..<s.shape[0] {
-                        let source = base + interleavedRow(forHalvesRow: r, headDim: c.headDim) * cols
-                        rows.append(UnsafeBufferPointer(start: source, count: cols))
-                    }
-                    try handle.write(contentsOf: rows)
-                } else {
-                    try handle.write(contentsOf: Data(bytesNoCopy: base, count: s.count * 4, deallocator: .none))
+        try writeFloat32Safetensors(layout.slots.map { ($0.name, $0.shape) }, to: path) { i, handle in
+            let s = layout.slots[i]
+            let base = parameters.values.pointer + s.offset
+            let isQK = s.name.hasSuffix("q_proj.weight") || s.name.hasSuffix("k_proj.weight")
+            if permute && isQK {
+                let cols = s.shape[1]
+                var rows = Data(capacity: s.count * 4)
+                for r in 0..<s.shape[0] {
+                    let source = base + interleavedRow(forHalvesRow: r, headDim: c.headDim) * cols
+                    rows.append(UnsafeBufferPointer(start: source, count: cols))
                 }
+                try handle.write(contentsOf: rows)
+            } else {
+                try handle.write(contentsOf: Data(bytesNoCopy: base, count: s.count * 4, deallocator: .none))
             }
         }
     }

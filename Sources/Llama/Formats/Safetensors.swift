@@ -76,3 +76,24 @@ public final class SafetensorsFile: @unchecked Sendable {
         return try file.floats(type, count: e.shape[0], offset: e.offset, name: name)
     }
 }
+
+/// Writes a safetensors file of Float32 tensors atomically: the header from the names and
+/// shapes, then `body(i, handle)` writes tensor i's values (row-major, little-endian).
+func writeFloat32Safetensors(_ tensors: [(name: String, shape: [Int])], to path: String,
+                             body: (Int, FileHandle) throws -> Void) throws {
+    var header: [String: Any] = ["__metadata__": ["format": "pt"]]
+    var offset = 0
+    for t in tensors {
+        let bytes = t.shape.reduce(1, *) * 4
+        header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes]]
+        offset += bytes
+    }
+    var headerBytes = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+    while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
+    try writeFileAtomically(path) { handle in
+        var prefix = Data()
+        withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { prefix.append(contentsOf: $0) }
+        try handle.write(contentsOf: prefix + headerBytes)
+        for i in tensors.indices { try body(i, handle) }
+    }
+}

@@ -188,20 +188,9 @@ public final class LoRAAdapters: @unchecked Sendable {
 
     /// A safetensors file of Float32 tensors, written atomically.
     static func writeSafetensors(_ tensors: [(name: String, shape: [Int], values: [Float])], to path: String) throws {
-        var header: [String: Any] = ["__metadata__": ["format": "pt"]]
-        var offset = 0
-        for t in tensors {
-            precondition(t.shape.reduce(1, *) == t.values.count)
-            header[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + t.values.count * 4]]
-            offset += t.values.count * 4
-        }
-        var headerBytes = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
-        try writeFileAtomically(path) { handle in
-            var prefix = Data()
-            withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { prefix.append(contentsOf: $0) }
-            try handle.write(contentsOf: prefix + headerBytes)
-            for t in tensors { try t.values.withUnsafeBufferPointer { try handle.write(contentsOf: Data(buffer: $0)) } }
+        for t in tensors { precondition(t.shape.reduce(1, *) == t.values.count, t.name) }
+        try writeFloat32Safetensors(tensors.map { ($0.name, $0.shape) }, to: path) { i, handle in
+            try tensors[i].values.withUnsafeBufferPointer { try handle.write(contentsOf: Data(buffer: $0)) }
         }
     }
 
