@@ -49,3 +49,32 @@ final class PPOTests: XCTestCase {
         XCTAssertEqual(PPO.combinedScore(helpfulness: 3, safety: -1.5, safetyPrompt: false), 3)  // σ = 0.18
     }
 }
+
+/// The policy-gradient backward pass: gradients of a loss written in per-token log-probabilities.
+final class WeightedGradientTests: XCTestCase {
+    func testWeightedGradientsGeneraliseTheMeanLoss() throws {
+        let (tiny, params) = try TrainingTests.tiny()
+        let model = BackpropModel(parameters: params, batchSize: tiny.inputs.count, sequenceLength: tiny.inputs[0].count)
+        let tokens = tiny.inputs.flatMap { $0 }, targets = TrainingTests.targets(tiny.targets)
+        let count = targets.filter { $0 >= 0 }.count
+        let mean = FloatBuffer(count: params.layout.count), weighted = FloatBuffer(count: params.layout.count)
+        let (lossSum, _) = try model.accumulateGradients(tokens: tokens, targets: targets, gradScale: 1 / Float(count), into: mean)
+        let r = try model.accumulateWeightedGradients(tokens: tokens, targets: targets,
+                                                      weights: .init(repeating: 1 / Float(count), count: targets.count), into: weighted)
+        for i in 0..<params.layout.count { XCTAssertEqual(weighted[i], mean[i], accuracy: 1e-6 * max(1, abs(mean[i]))) }
+        XCTAssertEqual(-r.logProbs.reduce(0.0) { $0 + Double($1) }, lossSum, accuracy: 1e-3)
+        for (t, lp) in zip(targets, r.logProbs) where t < 0 { XCTAssertEqual(lp, 0) }
+        // Entropies lie in [0, log V]; log-probabilities without gradients are the same.
+        XCTAssertTrue(r.entropies.allSatisfy { $0 >= 0 && $0 <= logf(Float(params.config.vocabSize)) + 1e-4 })
+        XCTAssertEqual(try model.tokenLogProbs(tokens: tokens, targets: targets).logProbs, r.logProbs)
+
+        // Per-token weights (of either sign): linear in the weights, so two halves add up.
+        let w = (0..<targets.count).map { Float($0 % 3) - 0.7 }
+        let full = FloatBuffer(count: params.layout.count), parts = FloatBuffer(count: params.layout.count)
+        _ = try model.accumulateWeightedGradients(tokens: tokens, targets: targets, weights: w, into: full)
+        _ = try model.accumulateWeightedGradients(tokens: tokens, targets: targets, weights: w.enumerated().map { $0 < 10 ? $1 : 0 }, into: parts)
+        _ = try model.accumulateWeightedGradients(tokens: tokens, targets: targets, weights: w.enumerated().map { $0 < 10 ? 0 : $1 }, into: parts)
+        for i in 0..<params.layout.count { XCTAssertEqual(parts[i], full[i], accuracy: 1e-5 * max(1, abs(full[i]))) }
+        XCTAssertThrowsError(try model.accumulateWeightedGradients(tokens: tokens, targets: targets, weights: [1], into: full))
+    }
+}

@@ -134,6 +134,38 @@ public final class BackpropModel: @unchecked Sendable {
         return result
     }
 
+    /// Per-row results of the last pass through the LM head.
+    private var rowLosses = FloatBuffer(count: 0), rowEntropies = FloatBuffer(count: 0)
+
+    /// For policy gradients (PPO): adds the gradient of `Σ_r weights[r] · (−log p(targets[r]))`
+    /// to `gradients` and returns each row's log-probability of its target and the entropy of its
+    /// next-token distribution (0 for ignored targets). With weights d loss / d log p negated,
+    /// this is the backward pass of any loss written in terms of token log-probabilities.
+    public func accumulateWeightedGradients(tokens: [Int], targets: [Int], weights: [Float], into gradients: FloatBuffer) throws
+        -> (logProbs: [Float], entropies: [Float]) {
+        guard weights.count == rows else {
+            throw LlamaError.invalidArgument("a training batch needs \(rows) weights, got \(weights.count)")
+        }
+        try forward(tokens: tokens, targets: targets, gradScale: 1, weights: weights)
+        backward(tokens: tokens, gradients: gradients)
+        return rowResults(targets)
+    }
+
+    /// Each row's log-probability of its target and the entropy of its next-token distribution,
+    /// without gradients (0 for ignored targets).
+    public func tokenLogProbs(tokens: [Int], targets: [Int]) throws -> (logProbs: [Float], entropies: [Float]) {
+        let wasTraining = training
+        training = false
+        defer { training = wasTraining }
+        try forward(tokens: tokens, targets: targets, gradScale: 0)
+        return rowResults(targets)
+    }
+
+    private func rowResults(_ targets: [Int]) -> (logProbs: [Float], entropies: [Float]) {
+        let n = rows
+        return ((0..<n).map { targets[$0] >= 0 ? -rowLosses[$0] : 0 }, (0..<n).map { targets[$0] >= 0 ? rowEntropies[$0] : 0 })
+    }
+
     /// Loss only: the sum of the token losses and how many targets counted.
     public func loss(tokens: [Int], targets: [Int]) throws -> (lossSum: Double, count: Int) {
         let wasTraining = training
@@ -183,7 +215,7 @@ public final class BackpropModel: @unchecked Sendable {
     // MARK: Forward
 
     @discardableResult
-    private func forward(tokens: [Int], targets: [Int], gradScale: Float) throws -> (lossSum: Double, count: Int) {
+    private func forward(tokens: [Int], targets: [Int], gradScale: Float, weights: [Float]? = nil) throws -> (lossSum: Double, count: Int) {
         let c = config, n = rows
         guard targets.count == n else {
             throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(activeLength) = \(n) targets, got \(targets.count)")
@@ -191,7 +223,7 @@ public final class BackpropModel: @unchecked Sendable {
         for t in targets where t < -1 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
         try forwardTrunk(tokens: tokens)
         linear(logits, finalNorm, parameters.values.pointer + layout.output, out: c.vocabSize, in: c.dim)
-        return crossEntropy(targets: targets, gradScale: gradScale)
+        return crossEntropy(targets: targets, gradScale: gradScale, weights: weights)
     }
 
     /// The residual stream entering layer `l` ((rows, dim) row-major; `l` = layerCount is the
@@ -243,12 +275,17 @@ public final class BackpropModel: @unchecked Sendable {
         rmsnormForward(finalNorm, finalRstd, final, p + layout.norm)
     }
 
-    /// Turns `logits` into d loss / d logits in place (scaled by `gradScale`; zero rows for
-    /// ignored targets) and returns the summed loss.
-    private func crossEntropy(targets: [Int], gradScale: Float) -> (lossSum: Double, count: Int) {
+    /// Turns `logits` into d loss / d logits in place (scaled by `gradScale`, and row r by
+    /// `weights[r]` when given; zero rows for ignored targets) and returns the summed loss. Each
+    /// row's loss (−log p(target)) and the entropy of its distribution stay in `rowLosses` and
+    /// `rowEntropies`.
+    private func crossEntropy(targets: [Int], gradScale: Float, weights: [Float]? = nil) -> (lossSum: Double, count: Int) {
         let v = config.vocabSize, n = rows
-        let losses = FloatBuffer(count: n)
-        let lp = SendablePointer(logits.pointer), loss = SendablePointer(losses.pointer)
+        let losses = FloatBuffer(count: n), entropies = FloatBuffer(count: n)
+        rowLosses = losses
+        rowEntropies = entropies
+        let lp = SendablePointer(logits.pointer), loss = SendablePointer(losses.pointer), entropy = SendablePointer(entropies.pointer)
+        let rowWeights = weights ?? []
         let chunks = min(n, 4 * pool.threadCount)
         var targetIDs = targets
         targetIDs.withUnsafeMutableBufferPointer { tb in
@@ -264,16 +301,21 @@ public final class BackpropModel: @unchecked Sendable {
                     let targetLogit = row[target]
                     var m = -Float.infinity
                     for j in 0..<v { m = max(m, row[j]) }
-                    var sum = 0.0
+                    var sum = 0.0, weighted = 0.0
                     for j in 0..<v {
                         let e = expf(row[j] - m)
+                        weighted += Double(e) * Double(row[j])
                         row[j] = e
                         sum += Double(e)
                     }
-                    loss.pointer[r] = Float(Double(m) + log(sum) - Double(targetLogit))
-                    let scale = gradScale / Float(sum)
+                    let logSum = Double(m) + log(sum)
+                    loss.pointer[r] = Float(logSum - Double(targetLogit))
+                    // H = −Σ p log p = log Σ e^l − Σ p l.
+                    entropy.pointer[r] = Float(logSum - weighted / sum)
+                    let g = rowWeights.isEmpty ? gradScale : gradScale * rowWeights[r]
+                    let scale = g / Float(sum)
                     for j in 0..<v { row[j] *= scale }
-                    row[target] -= gradScale
+                    row[target] -= g
                 }
             }
         }
