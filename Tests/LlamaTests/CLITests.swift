@@ -184,8 +184,36 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(noReward.err.contains("score.weight"), noReward.err)
     }
 
+    /// LoRA fine-tuning writes PEFT adapters; `merge-lora` merges them into the base model and
+    /// gives the model `sft` exported with the adapters merged.
+    func testLoRASFTAndMerge() throws {
+        let model = try SharedData.path("reference/ref-gqa-32k/hf")
+        let tmp = NSTemporaryDirectory() + "llama-lora-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        let examples = (0..<12).map { #"{"prompt": "Count to \#($0).", "response": "\#((0...$0).map(String.init).joined(separator: " "))"}"# }
+        try Data((examples.joined(separator: "\n") + "\n").utf8).write(to: URL(fileURLWithPath: tmp + "/sft.jsonl"))
+        let sft = try run(["sft", "-m", model, "--data", tmp + "/sft.jsonl", "--out", tmp + "/run", "--seq", "32", "--batch", "2",
+                           "--steps", "3", "--lr", "1e-2", "--lora-rank", "4", "--lora-targets", "all", "--eval-every", "0"])
+        XCTAssertEqual(sft.status, 0, sft.err)
+        XCTAssertTrue(sft.err.contains("(PEFT)"), sft.err)
+        let merge = try run(["merge-lora", "-m", model, "--adapter", tmp + "/run/adapter", "-o", tmp + "/merged.gguf"])
+        XCTAssertEqual(merge.status, 0, merge.err)
+        let a = try run(["logits", "--model", tmp + "/merged.gguf", "--ids", "1,300,45"])
+        let b = try run(["logits", "--model", tmp + "/run/model.gguf", "--ids", "1,300,45"])
+        let base = try run(["logits", "--model", model, "--ids", "1,300,45"])
+        let la = try JSONDecoder().decode([Float].self, from: Data(a.out.utf8))
+        let lb = try JSONDecoder().decode([Float].self, from: Data(b.out.utf8))
+        let l0 = try JSONDecoder().decode([Float].self, from: Data(base.out.utf8))
+        XCTAssertLessThan(zip(la, lb).map { abs($0 - $1) }.max()!, 1e-4)
+        XCTAssertGreaterThan(zip(la, l0).map { abs($0 - $1) }.max()!, 1e-3, "the adapters changed nothing")
+        let missing = try run(["merge-lora", "-m", model, "--adapter", tmp, "-o", tmp + "/x.gguf"])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.err.contains("adapter_config.json"), missing.err)
+    }
+
     func testHelp() throws {
-        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval", "reward", "rejection-sample"] {
+        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval", "reward", "rejection-sample", "merge-lora"] {
             let r = try run([sub, "--help"])
             XCTAssertEqual(r.status, 0)
             XCTAssertTrue(r.out.contains("USAGE"), sub)

@@ -182,3 +182,36 @@ final class LoRATests: XCTestCase {
         for s in 13..<30 { XCTAssertEqual(try resumed.trainStep().loss, losses[s], "step \(s + 1)") }
     }
 }
+
+extension LoRATests {
+    /// A PEFT directory read back gives the adapters written, on a model in either q/k layout,
+    /// and bad directories are refused with the file and the reason.
+    func testPEFTDirectoryRoundTrips() throws {
+        let (_, _, params, lora) = try load()
+        for layout in [RoPELayout.halves, .interleaved] {
+            var config = params.config
+            config.ropeLayout = layout
+            let adapters = try LoRAAdapters(config: lora.config, model: config, seed: 1)
+            adapters.values.copy(from: lora.values)
+            let dir = NSTemporaryDirectory() + "lora-roundtrip-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            try adapters.writePEFT(to: dir, extra: [("score.weight", [1, config.dim], [Float](repeating: 1, count: config.dim))])
+            let (back, others, file) = try LoRAAdapters.load(directory: dir, model: config)
+            withExtendedLifetime(file) {
+                XCTAssertEqual(back.config, lora.config)
+                XCTAssertEqual(back.values.array, adapters.values.array, "\(layout)")
+                XCTAssertEqual(Array(others.keys), ["base_model.model.score.weight"])
+            }
+        }
+        let dir = NSTemporaryDirectory() + "lora-bad-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try lora.writePEFT(to: dir)
+        var json = try String(contentsOfFile: dir + "/adapter_config.json", encoding: .utf8)
+        json = json.replacingOccurrences(of: "\"q_proj\",", with: "")
+        try json.write(toFile: dir + "/adapter_config.json", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try LoRAAdapters.load(directory: dir, model: params.config)) {
+            XCTAssertTrue("\($0)".contains("q_proj.lora_A.weight is a LoRA tensor the adapter config does not describe"), "\($0)")
+        }
+        XCTAssertThrowsError(try LoRAAdapters.load(directory: dir + "/missing", model: params.config))
+    }
+}

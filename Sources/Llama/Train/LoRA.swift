@@ -186,6 +186,70 @@ public final class LoRAAdapters: @unchecked Sendable {
         try writeFileAtomically(directory + "/adapter_config.json") { try $0.write(contentsOf: json) }
     }
 
+    /// Adapters from a PEFT LoRA directory (ours or Hugging Face PEFT's) for a model of shape
+    /// `model`: `adapter_config.json` gives rank, alpha, dropout and targets, and
+    /// `adapter_model.safetensors` the A and B of every adapted projection (F32, F16 or BF16).
+    /// For a model in Meta's interleaved q/k layout, the rows of B for q and k are brought from
+    /// Hugging Face's rotate-half order into it. Tensors that are not LoRA matrices (a head saved
+    /// as a module to save) are returned by name.
+    public static func load(directory: String, model: ModelConfig) throws -> (adapters: LoRAAdapters, others: [String: Matrix], file: SafetensorsFile) {
+        let configPath = directory + "/adapter_config.json"
+        guard let data = FileManager.default.contents(atPath: configPath) else { throw LlamaError.fileNotFound(configPath) }
+        guard let object = (try? JSONValue.parse(data))?.object else {
+            throw LlamaError.corrupt(file: configPath, offset: 0, reason: "not a JSON object")
+        }
+        func field(_ name: String) -> LlamaError { .corrupt(file: configPath, offset: 0, reason: "'\(name)' is missing or not a number") }
+        if let type = object["peft_type"]?.string, type != "LORA" {
+            throw LlamaError.invalidArgument("\(configPath): a \(type) adapter, not LoRA")
+        }
+        guard let rank = object["r"]?.int else { throw field("r") }
+        guard let alpha = object["lora_alpha"]?.number else { throw field("lora_alpha") }
+        if object["use_rslora"]?.bool == true || object["use_dora"]?.bool == true {
+            throw LlamaError.invalidArgument("\(configPath): rsLoRA and DoRA adapters are not supported")
+        }
+        let modules: [String]
+        if let list = object["target_modules"]?.array {
+            modules = list.compactMap(\.string)
+        } else if let one = object["target_modules"]?.string {
+            modules = [one]
+        } else {
+            throw LlamaError.corrupt(file: configPath, offset: 0, reason: "'target_modules' is missing")
+        }
+        let targets = try LoRATarget.parse(modules.joined(separator: ","))
+        let config = LoRAConfig(rank: rank, alpha: Float(alpha), dropout: Float(object["lora_dropout"]?.number ?? 0), targets: targets)
+        let adapters = try LoRAAdapters(config: config, model: model, seed: 0)
+        let file = try SafetensorsFile(path: directory + "/adapter_model.safetensors")
+        let permute = model.ropeLayout == .interleaved
+        var used: Set<String> = []
+        for ad in adapters.adapters {
+            let base = "base_model.model.model.layers.\(ad.layer).\(ad.target.module).\(ad.target.rawValue)"
+            for (suffix, rows, cols, offset) in [(".lora_A.weight", rank, ad.inputs, ad.a), (".lora_B.weight", ad.outputs, rank, ad.b)] {
+                let name = base + suffix
+                guard file.entries[name] != nil else {
+                    throw LlamaError.invalidArgument("\(file.path): no tensor \(name) (the adapter config targets \(ad.target.rawValue))")
+                }
+                let m = try file.matrix(name)
+                guard m.rows == rows, m.cols == cols else {
+                    throw LlamaError.shapeMismatch(file: file.path, tensor: name, expected: [rows, cols], found: [m.rows, m.cols])
+                }
+                for r in 0..<rows {
+                    let target = suffix == ".lora_B.weight" && permute && (ad.target == .q || ad.target == .k)
+                        ? HFExport.interleavedRow(forHalvesRow: r, headDim: model.headDim) : r
+                    m.row(r, into: adapters.values.pointer + offset + target * cols)
+                }
+                used.insert(name)
+            }
+        }
+        var others: [String: Matrix] = [:]
+        for name in file.entries.keys where !used.contains(name) {
+            if name.contains(".lora_") {
+                throw LlamaError.invalidArgument("\(file.path): \(name) is a LoRA tensor the adapter config does not describe")
+            }
+            if let m = try? file.matrix(name) { others[name] = m }
+        }
+        return (adapters, others, file)
+    }
+
     /// A safetensors file of Float32 tensors, written atomically.
     static func writeSafetensors(_ tensors: [(name: String, shape: [Int], values: [Float])], to path: String) throws {
         for t in tensors { precondition(t.shape.reduce(1, *) == t.values.count, t.name) }
