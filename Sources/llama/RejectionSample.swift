@@ -14,8 +14,9 @@ struct RejectionSample: ParsableCommand {
             HH-RLHF {"chosen": dialogue} (the dialogue before its last answer).
 
             Writes into --out: samples.jsonl (every answer with its reward, streamed), best.jsonl \
-            (the kept answers as SFT examples), summary.json (mean reward of all samples and of the \
-            kept ones, with 95% intervals) and, unless --no-train, sft/ — the `llama sft` run on \
+            (the kept answers as SFT examples: each prompt's best answer that ended, unless \
+            --keep-unfinished), summary.json (mean reward of all samples and of each prompt's best, with \
+            95% intervals) and, unless --no-train, sft/ — the `llama sft` run on \
             best.jsonl, whose sft/model.gguf is the next round's --model (RLHF-V1, V2, …).
 
             To measure a policy: --samples 1 --no-train on held-out prompts; --baseline \
@@ -61,6 +62,12 @@ struct RejectionSample: ParsableCommand {
 
     @Flag(help: "Sample and select only; do not fine-tune.")
     var noTrain = false
+
+    @Flag(help: """
+        Also keep answers cut off by --max-tokens. By default only answers that ended (end of turn \
+        or a stop string) are kept: fine-tuning on a cut answer teaches the model to stop mid-sentence.
+        """)
+    var keepUnfinished = false
 
     @Option(help: "Fine-tuning: passes over the kept answers.")
     var epochs: Double = 2
@@ -116,7 +123,7 @@ struct RejectionSample: ParsableCommand {
 
         let start = DispatchTime.now().uptimeNanoseconds
         var all: [Double] = [], best: [Double] = [], perPrompt: [Int: Double] = [:]
-        var tooLong = 0, generated = 0, done = 0, generationSeconds = 0.0
+        var tooLong = 0, generated = 0, done = 0, generationSeconds = 0.0, noneFinished = 0
         func messageObjects(_ messages: [ChatMessage]) -> [[String: String]] {
             messages.map { ["role": $0.role.rawValue, "content": $0.content] }
         }
@@ -136,15 +143,22 @@ struct RejectionSample: ParsableCommand {
                 generated += answers.reduce(0) { $0 + $1.tokens.count }
                 let rewards = try scorer.score(prompt: prompt.messages, answers: answers.map(\.text))
                 let top = rewards.indices.max { rewards[$0] < rewards[$1] }!
+                let keepable = rewards.indices.filter { keepUnfinished || answers[$0].finishReason == .stop }
+                let chosen = keepable.max { rewards[$0] < rewards[$1] }
                 all += rewards.map(Double.init)
                 best.append(Double(rewards[top]))
                 perPrompt[prompt.line] = rewards.reduce(0.0) { $0 + Double($1) } / Double(rewards.count)
                 try records.write(["line": prompt.line, "prompt": messageObjects(prompt.messages), "best": top,
+                                   "kept": chosen.map { $0 as Any } ?? NSNull(),
                                    "samples": zip(answers, rewards).map { a, r in
                                        ["text": a.text, "reward": Double(r), "tokens": a.tokens.count,
                                         "finish_reason": a.finishReason.rawValue] as [String: Any]
                                    }])
-                try kept.write(["messages": messageObjects(prompt.messages + [ChatMessage(.assistant, answers[top].text)])])
+                if let chosen {
+                    try kept.write(["messages": messageObjects(prompt.messages + [ChatMessage(.assistant, answers[chosen].text)])])
+                } else {
+                    noneFinished += 1
+                }
                 done += 1
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
                 let eta = seconds / Double(i + 1) * Double(set.count - i - 1)
@@ -156,11 +170,12 @@ struct RejectionSample: ParsableCommand {
         try records.close()
         try kept.close()
         if tooLong > 0 { note("\(tooLong) prompts longer than --max-prompt \(maxPrompt) tokens left out") }
+        if noneFinished > 0 { note("\(noneFinished) prompts kept no answer: every sample was cut off by --max-tokens") }
         guard done > 0 else { throw ValidationError("no prompt was sampled") }
 
         let allReward = MeanInterval(all), bestReward = MeanInterval(best)
         var summary: [String: Any] = [
-            "prompts": done, "samples_per_prompt": samples, "prompts_too_long": tooLong, "temperature": Double(sampling.temperature),
+            "prompts": done, "samples_per_prompt": samples, "prompts_too_long": tooLong, "prompts_without_finished_answer": noneFinished, "temperature": Double(sampling.temperature),
             "seed": baseSeed, "model": m.path, "reward_model": reward,
             "mean_reward": ["mean": allReward.mean, "ci95": [allReward.low, allReward.high], "n": allReward.count],
             "mean_best_reward": ["mean": bestReward.mean, "ci95": [bestReward.low, bestReward.high], "n": bestReward.count],
@@ -179,6 +194,7 @@ struct RejectionSample: ParsableCommand {
         let json = try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
         try json.write(to: URL(fileURLWithPath: out + "/summary.json"), options: .atomic)
         if noTrain || Interrupt.requested.load(ordering: .relaxed) { return }
+        guard noneFinished < done else { throw ValidationError("no answer to keep: every sample was cut off (raise --max-tokens)") }
 
         note("fine-tuning on the \(done) kept answers")
         var arguments = ["--model", try model.modelPath(), "--data", out + "/best.jsonl", "--out", out + "/sft",

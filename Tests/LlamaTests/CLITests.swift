@@ -138,7 +138,7 @@ final class CLITests: XCTestCase {
         // fine-tuned model; then the fine-tuned model measured against the round's samples.
         let round = try run(["rejection-sample", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--limit", "3", "--reward", tmp + "/rm/hf",
                              "--reward-seq", "128", "-k", "3", "-n", "6", "--seed", "4", "--out", tmp + "/rs",
-                             "--epochs", "1", "--seq", "64", "--batch", "1"])
+                             "--epochs", "1", "--seq", "64", "--batch", "1", "--keep-unfinished"])
         XCTAssertEqual(round.status, 0, round.err)
         XCTAssertTrue(round.out.contains("3 prompts × 3 samples: mean reward"), round.out)
         let records = try String(contentsOfFile: tmp + "/rs/samples.jsonl", encoding: .utf8).split(separator: "\n")
@@ -148,6 +148,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(samples.count, 3)
         let rewards = samples.map { $0["reward"] as! Double }
         XCTAssertEqual(first["best"] as? Int, rewards.indices.max { rewards[$0] < rewards[$1] })
+        XCTAssertEqual(first["kept"] as? Int, first["best"] as? Int)
         let kept = try String(contentsOfFile: tmp + "/rs/best.jsonl", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(kept.count, 3)
         XCTAssertTrue(kept[0].contains(#""role":"assistant""#))
@@ -178,6 +179,13 @@ final class CLITests: XCTestCase {
                                "--lora-targets", "q,attn"])
         XCTAssertNotEqual(badLoRA.status, 0)
         XCTAssertTrue(badLoRA.err.contains("unknown LoRA target 'attn'"), badLoRA.err)
+
+        // Six tokens end no answer: by default nothing is kept, and there is nothing to train on.
+        let cut = try run(["rejection-sample", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--limit", "2", "--reward", tmp + "/rm/hf",
+                           "--reward-seq", "128", "-k", "2", "-n", "6", "--seed", "4", "--out", tmp + "/cut"])
+        XCTAssertNotEqual(cut.status, 0)
+        XCTAssertTrue(cut.err.contains("2 prompts kept no answer") && cut.err.contains("raise --max-tokens"), cut.err)
+        XCTAssertEqual(try String(contentsOfFile: tmp + "/cut/best.jsonl", encoding: .utf8), "")
 
         let noReward = try run(["rejection-sample", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--reward", model, "--out", tmp + "/x"])
         XCTAssertNotEqual(noReward.status, 0)
