@@ -65,7 +65,7 @@ struct RejectionSample: ParsableCommand {
 
     @Flag(help: """
         Also keep answers cut off by --max-tokens. By default only answers that ended (end of turn \
-        or a stop string) are kept: fine-tuning on a cut answer teaches the model to stop mid-sentence.
+        or a stop string) are kept, so the fine-tuning targets are whole answers.
         """)
     var keepUnfinished = false
 
