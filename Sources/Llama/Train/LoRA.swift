@@ -69,6 +69,9 @@ public final class LoRAAdapters: @unchecked Sendable {
         /// Offsets of A (rank × inputs) and B (outputs × rank) in `values`.
         public let a: Int
         public let b: Int
+
+        /// PEFT's name of the adapted module; its tensors are NAME.lora_A.weight and NAME.lora_B.weight.
+        public var peftName: String { "base_model.model.model.layers.\(layer).\(target.module).\(target.rawValue)" }
     }
 
     public let config: LoRAConfig
@@ -90,13 +93,12 @@ public final class LoRAAdapters: @unchecked Sendable {
         for l in 0..<model.layerCount {
             for t in config.targets.sorted() {
                 let (outputs, inputs) = Self.shape(t, model)
-                let name = "base_model.model.model.layers.\(l).\(t.module).\(t.rawValue)"
-                let a = TensorSlot(name: name + ".lora_A.weight", shape: [config.rank, inputs], offset: next)
-                let b = TensorSlot(name: name + ".lora_B.weight", shape: [outputs, config.rank], offset: a.offset + a.count)
-                next = b.offset + b.count
+                let ad = Adapter(layer: l, target: t, inputs: inputs, outputs: outputs, a: next, b: next + config.rank * inputs)
+                slots += [TensorSlot(name: ad.peftName + ".lora_A.weight", shape: [config.rank, inputs], offset: ad.a),
+                          TensorSlot(name: ad.peftName + ".lora_B.weight", shape: [outputs, config.rank], offset: ad.b)]
+                next = ad.b + outputs * config.rank
                 index[l * 8 + LoRATarget.allCases.firstIndex(of: t)!] = adapters.count
-                adapters.append(Adapter(layer: l, target: t, inputs: inputs, outputs: outputs, a: a.offset, b: b.offset))
-                slots += [a, b]
+                adapters.append(ad)
             }
         }
         self.slots = slots
@@ -126,6 +128,15 @@ public final class LoRAAdapters: @unchecked Sendable {
     /// The position in `adapters` of a layer's adapter for `target`, if it has one.
     public func adapterIndex(layer: Int, _ target: LoRATarget) -> Int? {
         index[layer * 8 + LoRATarget.allCases.firstIndex(of: target)!]
+    }
+
+    /// A copy of `parameters` with the adapters merged in; `parameters` stay as they are.
+    public func merged(with parameters: TrainableParameters) throws -> TrainableParameters {
+        let copy = FloatBuffer(count: parameters.layout.count)
+        copy.copy(from: parameters.values)
+        let merged = TrainableParameters(layout: parameters.layout, values: copy)
+        try merge(into: merged)
+        return merged
     }
 
     /// Adds `scale · B A` to each adapted matrix of `parameters` (PEFT's `merge_and_unload`).
@@ -162,7 +173,7 @@ public final class LoRAAdapters: @unchecked Sendable {
         let permute = model.ropeLayout == .interleaved
         var tensors: [(name: String, shape: [Int], values: [Float])] = []
         for ad in adapters {
-            let name = "base_model.model.model.layers.\(ad.layer).\(ad.target.module).\(ad.target.rawValue)"
+            let name = ad.peftName
             let r = config.rank
             tensors.append((name + ".lora_A.weight", [r, ad.inputs], Array(UnsafeBufferPointer(start: values.pointer + ad.a, count: r * ad.inputs))))
             var b = [Float](repeating: 0, count: ad.outputs * r)
@@ -222,7 +233,7 @@ public final class LoRAAdapters: @unchecked Sendable {
         let permute = model.ropeLayout == .interleaved
         var used: Set<String> = []
         for ad in adapters.adapters {
-            let base = "base_model.model.model.layers.\(ad.layer).\(ad.target.module).\(ad.target.rawValue)"
+            let base = ad.peftName
             for (suffix, rows, cols, offset) in [(".lora_A.weight", rank, ad.inputs, ad.a), (".lora_B.weight", ad.outputs, rank, ad.b)] {
                 let name = base + suffix
                 guard file.entries[name] != nil else {
@@ -241,7 +252,7 @@ public final class LoRAAdapters: @unchecked Sendable {
             }
         }
         var others: [String: Matrix] = [:]
-        for name in file.entries.keys where !used.contains(name) {
+        for name in file.entries.keys.sorted() where !used.contains(name) {
             if name.contains(".lora_") {
                 throw LlamaError.invalidArgument("\(file.path): \(name) is a LoRA tensor the adapter config does not describe")
             }
