@@ -270,10 +270,7 @@ struct RewardTrain: ParsableCommand {
         let hf = out + "/hf"
         var exported = params
         if let lora {
-            let copy = FloatBuffer(count: params.layout.count)
-            copy.copy(from: params.values)
-            exported = TrainableParameters(layout: params.layout, values: copy)
-            try lora.merge(into: exported)
+            exported = try lora.merged(with: params)
             let head = Array(params.tensor("score.weight")!)
             try lora.writePEFT(to: out + "/adapter", taskType: "SEQ_CLS", baseModel: m.format == .huggingFace ? m.path : nil,
                                extra: [("score.weight", [1, params.config.dim], head)])

@@ -29,22 +29,11 @@ public struct PromptSet: Sendable {
             if trimmed.isEmpty { continue }
             func bad(_ why: String) -> LlamaError { .invalidArgument("\(path):\(n + 1): \(why)") }
             guard let object = (try? JSONValue.parse(Data(trimmed.utf8)))?.object else { throw bad("not a JSON object") }
-            func messages(_ value: JSONValue, _ field: String) throws -> [ChatMessage] {
-                if let s = value.string { return [ChatMessage(.user, s)] }
-                guard let list = value.array else { throw bad("'\(field)' is text or a list of messages") }
-                return try list.enumerated().map { i, m in
-                    guard let r = m.object?["role"]?.string, let role = ChatMessage.Role(rawValue: r),
-                          let content = m.object?["content"]?.string else {
-                        throw bad("\(field) message \(i + 1) needs a role (system, user, assistant) and a text 'content'")
-                    }
-                    return ChatMessage(role, content)
-                }
-            }
             var conversation: [ChatMessage]
             if let p = object["prompt"] {
-                conversation = try messages(p, "prompt")
+                conversation = try PreferenceData.messages(p, field: "prompt", bad: bad)
             } else if let m = object["messages"] {
-                conversation = try messages(m, "messages")
+                conversation = try PreferenceData.messages(m, field: "messages", bad: bad)
                 if conversation.last?.role == .assistant { conversation.removeLast() }
             } else if let chosen = object["chosen"]?.string {
                 do { conversation = try PreferenceData.hhDialogue(chosen) } catch { throw bad("\(error)") }

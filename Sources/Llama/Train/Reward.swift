@@ -275,6 +275,20 @@ public struct PreferenceData: Sendable {
         return messages
     }
 
+    /// A conversation given as text (one user message) or as a list of `{"role", "content"}`
+    /// messages; `bad` turns a reason into an error that names the file and line.
+    static func messages(_ value: JSONValue, field: String, bad: (String) -> LlamaError) throws -> [ChatMessage] {
+        if let s = value.string { return [ChatMessage(.user, s)] }
+        guard let list = value.array else { throw bad("'\(field)' is text or a list of messages") }
+        return try list.enumerated().map { i, m in
+            guard let r = m.object?["role"]?.string, let role = ChatMessage.Role(rawValue: r),
+                  let content = m.object?["content"]?.string else {
+                throw bad("\(field) message \(i + 1) needs a role (system, user, assistant) and a text 'content'")
+            }
+            return ChatMessage(role, content)
+        }
+    }
+
     /// Tokens of a conversation ending with an assistant answer, through that answer's
     /// end-of-turn marker.
     public static func sequence(_ messages: [ChatMessage], format: ChatFormat, tokenizer: any Tokenizer,
@@ -302,20 +316,7 @@ public struct PreferenceData: Sendable {
             }
             var chosen: [ChatMessage], rejected: [ChatMessage]
             if let prompt = object["prompt"] {
-                var context: [ChatMessage]
-                if let p = prompt.string {
-                    context = [ChatMessage(.user, p)]
-                } else if let list = prompt.array {
-                    context = try list.enumerated().map { i, m in
-                        guard let r = m.object?["role"]?.string, let role = ChatMessage.Role(rawValue: r),
-                              let content = m.object?["content"]?.string else {
-                            throw bad("prompt message \(i + 1) needs a role (system, user, assistant) and a text 'content'")
-                        }
-                        return ChatMessage(role, content)
-                    }
-                } else {
-                    throw bad("'prompt' is text or a list of messages")
-                }
+                let context = try messages(prompt, field: "prompt", bad: bad)
                 guard context.last?.role == .user else { throw bad("the prompt must end with a user message") }
                 chosen = context + [ChatMessage(.assistant, chosenText)]
                 rejected = context + [ChatMessage(.assistant, rejectedText)]

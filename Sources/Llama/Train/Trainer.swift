@@ -88,11 +88,7 @@ public final class Trainer: @unchecked Sendable {
     /// The trained model: the parameters, or for a LoRA run a copy with the adapters merged in.
     public func trainedParameters() throws -> TrainableParameters {
         guard let lora else { return parameters }
-        let copy = FloatBuffer(count: parameters.layout.count)
-        copy.copy(from: parameters.values)
-        let merged = TrainableParameters(layout: parameters.layout, values: copy)
-        try lora.merge(into: merged)
-        return merged
+        return try lora.merged(with: parameters)
     }
 
     /// One optimizer step: `accumulationSteps` micro-batches, clipping, AdamW at the scheduled rate.
