@@ -155,7 +155,13 @@ struct RejectionSample: ParsableCommand {
                                         "finish_reason": a.finishReason.rawValue] as [String: Any]
                                    }])
                 if let chosen {
-                    try kept.write(["messages": messageObjects(prompt.messages + [ChatMessage(.assistant, answers[chosen].text)])])
+                    // Only the sampled answer is learned: the prompt's earlier assistant turns are
+                    // someone else's words, context with weight 0.
+                    let context: [[String: Any]] = prompt.messages.map { m in
+                        m.role == .assistant ? ["role": "assistant", "content": m.content, "weight": 0]
+                                             : ["role": m.role.rawValue, "content": m.content]
+                    }
+                    try kept.write(["messages": context + [["role": "assistant", "content": answers[chosen].text]]])
                 } else {
                     noneFinished += 1
                 }

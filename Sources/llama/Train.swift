@@ -386,7 +386,8 @@ struct SFT: ParsableCommand {
         commandName: "sft",
         abstract: "Supervised fine-tuning of a model on chat examples (Llama 2-Chat SFT, SPEC.md §4.1).",
         discussion: """
-            Examples (JSONL): {"messages": [{"role", "content"}, …]}, {"question", "answer"} (GSM8K), \
+            Examples (JSONL): {"messages": [{"role", "content"}, …]} (an assistant message with \
+            "weight": 0 is context, not learned), {"question", "answer"} (GSM8K), \
             {"prompt", "response"} or {"instruction", "input", "output"}. Each is rendered in the \
             model's chat format (--template to override), every token marked as prompt or answer while \
             the sequence is built; examples are packed back to back (the format's own turn markers, \

@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import Llama
 
 /// The `llama` executable: output shapes and one-line errors with a non-zero exit status.
 final class CLITests: XCTestCase {
@@ -151,7 +152,16 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(first["kept"] as? Int, first["best"] as? Int)
         let kept = try String(contentsOfFile: tmp + "/rs/best.jsonl", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(kept.count, 3)
-        XCTAssertTrue(kept[0].contains(#""role":"assistant""#))
+        // Only the sampled answer is learned; the prompt's earlier assistant turns (HH-RLHF's own
+        // answers, in the first dialogue) are context with weight 0.
+        let keptMessages = try JSONSerialization.jsonObject(with: Data(kept[0].utf8)) as! [String: Any]
+        let messages = keptMessages["messages"] as! [[String: Any]]
+        XCTAssertEqual(messages.last?["content"] as? String, samples[first["kept"] as! Int]["text"] as? String)
+        XCTAssertNil(messages.last?["weight"])
+        let context = messages.dropLast().filter { $0["role"] as? String == "assistant" }
+        XCTAssertFalse(context.isEmpty)
+        XCTAssertTrue(context.allSatisfy { $0["weight"] as? Int == 0 }, "\(context)")
+        XCTAssertEqual(try SFTData.load(tmp + "/rs/best.jsonl")[0].learnedAnswers, Array(repeating: false, count: context.count) + [true])
         XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/rs/sft/model.gguf"), round.err)
         let after = try run(["rejection-sample", "-m", tmp + "/rs/sft/model.gguf", "--prompts", tmp + "/pairs.jsonl", "--limit", "3",
                              "--reward", tmp + "/rm/hf", "--reward-seq", "128", "-k", "1", "-n", "6", "--seed", "4", "--out", tmp + "/after",

@@ -32,6 +32,11 @@ final class SFTTests: XCTestCase {
             let rendered = try format.render(Array(conversation[..<upTo]), tokenizer: tokenizer, defaultSystem: defaultSystem)
             XCTAssertEqual(prefix, rendered, "\(format) turn \(turn + 1)")
         }
+        // An answer given as context only (weight 0) keeps its tokens and is not learned.
+        let partial = try SFTData.segments(conversation, format: format, tokenizer: tokenizer, defaultSystem: defaultSystem,
+                                           learnedAnswers: [false, true])
+        XCTAssertEqual(partial.flatMap(\.tokens), segments.flatMap(\.tokens))
+        XCTAssertEqual(partial.filter(\.learned), [answers[1]])
     }
 
     func testChatMLSegmentsMatchInferenceRendering() throws {
@@ -49,7 +54,7 @@ final class SFTTests: XCTestCase {
     /// or the gradient (`BackpropModel` ignores such targets, as `TrainingTests` checks against PyTorch).
     func testOnlyAnswerTokensAreTargets() throws {
         let tokenizer = try TokenizerLoader.load(file: try SharedData.path("tokenizer/llama2-tokenizer.model"))
-        let examples = Array(repeating: conversation, count: 30)
+        let examples = Array(repeating: SFTData.Example(conversation), count: 30)
         let packed = try SFTData.pack(examples, format: .llama2, tokenizer: tokenizer)
         let data = try DataMixture(sources: [.init(name: "sft", weight: 1, tokens: packed.tokens, learned: packed.learned)],
                                    sequenceLength: 16, validationFraction: 0, seed: 1)
@@ -84,22 +89,32 @@ final class SFTTests: XCTestCase {
             {"prompt": "p", "response": "r"}
             {"instruction": "i", "input": "x", "output": "o"}
             {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}
+            {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a", "weight": 0}, {"role": "user", "content": "v"}, {"role": "assistant", "content": "b", "weight": 1}]}
             """
         try good.write(toFile: dir + "/good.jsonl", atomically: true, encoding: .utf8)
         let examples = try SFTData.load(dir + "/good.jsonl")
-        XCTAssertEqual(examples.count, 4)
-        XCTAssertEqual(examples[2], [ChatMessage(.user, "i\n\nx"), ChatMessage(.assistant, "o")])
-        XCTAssertEqual(examples[3].map(\.role), [.system, .user, .assistant])
-        try "{\"question\": \"q\", \"answer\": \"a\"}\n{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}\n"
-            .write(toFile: dir + "/bad.jsonl", atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try SFTData.load(dir + "/bad.jsonl")) { e in XCTAssertTrue("\(e)".contains("line 2"), "\(e)") }
+        XCTAssertEqual(examples.count, 5)
+        XCTAssertEqual(examples[2].messages, [ChatMessage(.user, "i\n\nx"), ChatMessage(.assistant, "o")])
+        XCTAssertEqual(examples[3].messages.map(\.role), [.system, .user, .assistant])
+        XCTAssertEqual(examples[3].learnedAnswers, [true])
+        XCTAssertEqual(examples[4].learnedAnswers, [false, true])
+        let bad = [
+            #"{"messages": [{"role": "robot", "content": "x"}]}"#,
+            #"{"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a", "weight": 0}]}"#,
+            #"{"messages": [{"role": "user", "content": "u", "weight": 1}, {"role": "assistant", "content": "a"}]}"#,
+            #"{"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a", "weight": 0.5}]}"#,
+        ]
+        for (i, line) in bad.enumerated() {
+            try ("{\"question\": \"q\", \"answer\": \"a\"}\n" + line + "\n").write(toFile: dir + "/bad.jsonl", atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try SFTData.load(dir + "/bad.jsonl"), "bad line \(i)") { e in XCTAssertTrue("\(e)".contains("line 2"), "\(e)") }
+        }
     }
 
     /// `answerLoss` counts exactly the answer tokens that are targets inside whole windows, and
     /// gives the same mean as scoring those windows one by one.
     func testAnswerLossCountsAnswerTargetsOnly() throws {
         let tokenizer = try TokenizerLoader.load(file: try SharedData.path("tokenizer/llama2-tokenizer.model"))
-        let packed = try SFTData.pack(Array(repeating: conversation, count: 7), format: .llama2, tokenizer: tokenizer)
+        let packed = try SFTData.pack(Array(repeating: SFTData.Example(conversation), count: 7), format: .llama2, tokenizer: tokenizer)
         let config = ModelConfig(dim: 16, hiddenDim: 32, layerCount: 1, headCount: 2, kvHeadCount: 1, vocabSize: tokenizer.vocabSize,
                                  contextLength: 32, ropeLayout: .halves)
         let params = TrainableParameters(config: config, tiedEmbeddings: true, seed: 4)

@@ -11,14 +11,28 @@ public enum SFTData {
         public var learned: Bool
     }
 
+    /// One training conversation and which of its assistant answers are learned.
+    public struct Example: Sendable, Equatable {
+        public var messages: [ChatMessage]
+        /// One flag per assistant message, in order: false renders the answer as context only
+        /// (as the `"weight": 0` of OpenAI's chat fine-tuning format does).
+        public var learnedAnswers: [Bool]
+
+        public init(_ messages: [ChatMessage], learnedAnswers: [Bool]? = nil) {
+            self.messages = messages
+            self.learnedAnswers = learnedAnswers ?? Array(repeating: true, count: messages.filter { $0.role == .assistant }.count)
+        }
+    }
+
     /// Reads chat examples from JSONL, one per line, in any of these shapes:
-    /// `{"messages": [{"role": "user", "content": …}, {"role": "assistant", …}, …]}`,
+    /// `{"messages": [{"role": "user", "content": …}, {"role": "assistant", …}, …]}`, where an
+    /// assistant message may carry `"weight": 0` (context, not learned) or `1` (the default),
     /// `{"question": …, "answer": …}` (GSM8K), `{"prompt": …, "response"|"completion": …}`,
     /// `{"instruction": …, "input"?: …, "output": …}` (Alpaca).
-    public static func load(_ path: String) throws -> [[ChatMessage]] {
+    public static func load(_ path: String) throws -> [Example] {
         guard let data = FileManager.default.contents(atPath: path) else { throw LlamaError.fileNotFound(path) }
         guard let text = String(data: data, encoding: .utf8) else { throw LlamaError.invalidUTF8(what: path) }
-        var examples: [[ChatMessage]] = []
+        var examples: [Example] = []
         for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             if trimmed.isEmpty { continue }
@@ -27,24 +41,34 @@ public enum SFTData {
                 throw bad("not a JSON object")
             }
             if let messages = object["messages"] as? [[String: Any]] {
-                examples.append(try messages.enumerated().map { i, m in
+                var learned: [Bool] = []
+                examples.append(Example(try messages.enumerated().map { i, m in
                     guard let r = m["role"] as? String, let role = ChatMessage.Role(rawValue: r) else {
                         throw bad("message \(i + 1) has no role system, user or assistant")
                     }
                     guard let content = m["content"] as? String else { throw bad("message \(i + 1) has no text 'content'") }
+                    if let weight = m["weight"] {
+                        guard role == .assistant else { throw bad("message \(i + 1): only assistant messages take a 'weight'") }
+                        guard let w = weight as? NSNumber, w.doubleValue == 0 || w.doubleValue == 1 else {
+                            throw bad("message \(i + 1): 'weight' must be 0 or 1")
+                        }
+                        learned.append(w.doubleValue == 1)
+                    } else if role == .assistant {
+                        learned.append(true)
+                    }
                     return ChatMessage(role, content)
-                })
+                }, learnedAnswers: learned))
             } else if let q = object["question"] as? String, let a = object["answer"] as? String {
-                examples.append([ChatMessage(.user, q), ChatMessage(.assistant, a)])
+                examples.append(Example([ChatMessage(.user, q), ChatMessage(.assistant, a)]))
             } else if let p = object["prompt"] as? String, let a = (object["response"] ?? object["completion"]) as? String {
-                examples.append([ChatMessage(.user, p), ChatMessage(.assistant, a)])
+                examples.append(Example([ChatMessage(.user, p), ChatMessage(.assistant, a)]))
             } else if let i = object["instruction"] as? String, let a = object["output"] as? String {
                 let input = (object["input"] as? String).map { $0.isEmpty ? "" : "\n\n" + $0 } ?? ""
-                examples.append([ChatMessage(.user, i + input), ChatMessage(.assistant, a)])
+                examples.append(Example([ChatMessage(.user, i + input), ChatMessage(.assistant, a)]))
             } else {
                 throw bad("expected 'messages', 'question'/'answer', 'prompt'/'response' or 'instruction'/'output'")
             }
-            guard examples.last!.contains(where: { $0.role == .assistant }) else { throw bad("no assistant message to learn") }
+            guard examples.last!.learnedAnswers.contains(true) else { throw bad("no assistant message to learn") }
         }
         guard !examples.isEmpty else { throw LlamaError.invalidArgument("\(path): no examples") }
         return examples
@@ -52,10 +76,16 @@ public enum SFTData {
 
     /// The conversation as the chat format renders it at inference (`ChatFormat.render` gives the
     /// same tokens for every prefix ending in a user turn), in segments: assistant answers with
-    /// their end-of-turn marker are learned; everything else (system, user turns, role headers) is not.
+    /// their end-of-turn marker are learned (those `learnedAnswers` allows, one flag per assistant
+    /// message in order); everything else (system, user turns, role headers) is not.
     public static func segments(_ messages: [ChatMessage], format: ChatFormat, tokenizer: any Tokenizer,
-                                defaultSystem: String? = nil) throws -> [Segment] {
+                                defaultSystem: String? = nil, learnedAnswers: [Bool]? = nil) throws -> [Segment] {
         var out: [Segment] = []
+        var answer = 0
+        func nextAnswerLearned() -> Bool {
+            defer { answer += 1 }
+            return learnedAnswers.map { answer < $0.count ? $0[answer] : true } ?? true
+        }
         func add(_ tokens: [Int], _ learned: Bool) { if !tokens.isEmpty { out.append(Segment(tokens: tokens, learned: learned)) } }
         func special(_ text: String) -> [Int] { tokenizer.encode(text, addBOS: false, parseSpecial: true) }
         switch format {
@@ -65,7 +95,7 @@ public enum SFTData {
             for m in messages {
                 if m.role == .assistant {
                     add(special("<|im_start|>assistant\n"), false)
-                    add(special(m.content + "<|im_end|>"), true)
+                    add(special(m.content + "<|im_end|>"), nextAnswerLearned())
                     add(special("\n"), false)
                 } else {
                     add(special("<|im_start|>\(m.role.rawValue)\n\(m.content)<|im_end|>\n"), false)
@@ -76,7 +106,7 @@ public enum SFTData {
             for m in messages {
                 add(special("<|start_header_id|>\(m.role.rawValue)<|end_header_id|>\n\n"), false)
                 let content = m.content.trimmingCharacters(in: .whitespacesAndNewlines)
-                add(special(content + "<|eot_id|>"), m.role == .assistant)
+                add(special(content + "<|eot_id|>"), m.role == .assistant && nextAnswerLearned())
             }
         case .llama2:
             // Meta's encoding: each (user, answer) pair is one encode of "[INST] u [/INST] a "
@@ -96,7 +126,7 @@ public enum SFTData {
                     throw LlamaError.invalidArgument("turn \(i / 2 + 1): the answer changes how the prompt tokenizes; cannot separate them")
                 }
                 add(prompt, false)
-                add(Array(full[prompt.count...]) + (tokenizer.eosID.map { [$0] } ?? []), true)
+                add(Array(full[prompt.count...]) + (tokenizer.eosID.map { [$0] } ?? []), nextAnswerLearned())
                 i += 2
             }
         }
@@ -104,11 +134,12 @@ public enum SFTData {
     }
 
     /// All examples back to back: the token stream and which tokens are learned.
-    public static func pack(_ examples: [[ChatMessage]], format: ChatFormat, tokenizer: any Tokenizer,
+    public static func pack(_ examples: [Example], format: ChatFormat, tokenizer: any Tokenizer,
                             defaultSystem: String? = nil) throws -> (tokens: [Int], learned: [Bool]) {
         var tokens: [Int] = [], learned: [Bool] = []
         for e in examples {
-            for s in try segments(e, format: format, tokenizer: tokenizer, defaultSystem: defaultSystem) {
+            for s in try segments(e.messages, format: format, tokenizer: tokenizer, defaultSystem: defaultSystem,
+                                  learnedAnswers: e.learnedAnswers) {
                 tokens += s.tokens
                 learned += Array(repeating: s.learned, count: s.tokens.count)
             }
