@@ -15,8 +15,9 @@ struct RejectionSample: ParsableCommand {
 
             Writes into --out: samples.jsonl (every answer with its reward, streamed), best.jsonl \
             (the kept answers as SFT examples: each prompt's best answer that ended, unless \
-            --keep-unfinished), summary.json (mean reward of all samples and of each prompt's best, with \
-            95% intervals) and, unless --no-train, sft/ — the `llama sft` run on \
+            --keep-unfinished; the prompt's own assistant turns are context with "weight": 0), \
+            summary.json (mean reward of all samples, of each prompt's best and of the answers that \
+            ended, with 95% intervals; the share cut off by --max-tokens) and, unless --no-train, sft/ — the `llama sft` run on \
             best.jsonl, whose sft/model.gguf is the next round's --model (RLHF-V1, V2, …).
 
             To measure a policy: --samples 1 --no-train on held-out prompts; --baseline \
@@ -122,7 +123,7 @@ struct RejectionSample: ParsableCommand {
         note("\(prompts): \(set.count) prompts, \(samples) samples each (temperature \(sampling.temperature), seed \(baseSeed)); reward model \(reward)")
 
         let start = DispatchTime.now().uptimeNanoseconds
-        var all: [Double] = [], best: [Double] = [], perPrompt: [Int: Double] = [:]
+        var all: [Double] = [], best: [Double] = [], perPrompt: [Int: Double] = [:], ended: [Double] = []
         var tooLong = 0, generated = 0, done = 0, generationSeconds = 0.0, noneFinished = 0
         func messageObjects(_ messages: [ChatMessage]) -> [[String: String]] {
             messages.map { ["role": $0.role.rawValue, "content": $0.content] }
@@ -146,6 +147,7 @@ struct RejectionSample: ParsableCommand {
                 let keepable = rewards.indices.filter { keepUnfinished || answers[$0].finishReason == .stop }
                 let chosen = keepable.max { rewards[$0] < rewards[$1] }
                 all += rewards.map(Double.init)
+                ended += rewards.indices.filter { answers[$0].finishReason == .stop }.map { Double(rewards[$0]) }
                 best.append(Double(rewards[top]))
                 perPrompt[prompt.line] = rewards.reduce(0.0) { $0 + Double($1) } / Double(rewards.count)
                 try records.write(["line": prompt.line, "prompt": messageObjects(prompt.messages), "best": top,
@@ -179,8 +181,13 @@ struct RejectionSample: ParsableCommand {
         if noneFinished > 0 { note("\(noneFinished) prompts kept no answer: every sample was cut off by --max-tokens") }
         guard done > 0 else { throw ValidationError("no prompt was sampled") }
 
-        let allReward = MeanInterval(all), bestReward = MeanInterval(best)
+        let allReward = MeanInterval(all), bestReward = MeanInterval(best), endedReward = MeanInterval(ended)
+        let cutOff = Double(all.count - ended.count) / Double(all.count)
         var summary: [String: Any] = [
+            "cut_off_fraction": cutOff, "mean_answer_tokens": Double(generated) / Double(all.count),
+            // JSON has no NaN: null when no answer ended.
+            "mean_reward_of_ended": endedReward.count == 0 ? ["mean": NSNull(), "ci95": NSNull(), "n": 0] as [String: Any]
+                : ["mean": endedReward.mean, "ci95": [endedReward.low, endedReward.high], "n": endedReward.count],
             "prompts": done, "samples_per_prompt": samples, "prompts_too_long": tooLong, "prompts_without_finished_answer": noneFinished, "temperature": Double(sampling.temperature),
             "seed": baseSeed, "model": m.path, "reward_model": reward,
             "mean_reward": ["mean": allReward.mean, "ci95": [allReward.low, allReward.high], "n": allReward.count],
@@ -188,6 +195,8 @@ struct RejectionSample: ParsableCommand {
             "seconds": Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9]
         emit(String(format: "%d prompts × %d samples: mean reward %.4f (95%% %.4f…%.4f), mean of the best %.4f (%.4f…%.4f)\n",
                     done, samples, allReward.mean, allReward.low, allReward.high, bestReward.mean, bestReward.low, bestReward.high))
+        emit(String(format: "answers: %.1f tokens on average, %.0f%% cut off by --max-tokens; mean reward of those that ended %.4f (95%% %.4f…%.4f, %d)\n",
+                    Double(generated) / Double(all.count), 100 * cutOff, endedReward.mean, endedReward.low, endedReward.high, endedReward.count))
         if let baseline {
             let other = try Self.meanRewards(baseline)
             let common = perPrompt.keys.filter { other[$0] != nil }.sorted()

@@ -142,6 +142,7 @@ final class CLITests: XCTestCase {
                              "--epochs", "1", "--seq", "64", "--batch", "1", "--keep-unfinished"])
         XCTAssertEqual(round.status, 0, round.err)
         XCTAssertTrue(round.out.contains("3 prompts × 3 samples: mean reward"), round.out)
+        XCTAssertTrue(round.out.contains("cut off by --max-tokens"), round.out)
         let records = try String(contentsOfFile: tmp + "/rs/samples.jsonl", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(records.count, 3)
         let first = try JSONSerialization.jsonObject(with: Data(records[0].utf8)) as! [String: Any]
