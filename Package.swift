@@ -31,17 +31,28 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         .target(name: "LlamaKernels", swiftSettings: kernelFlags),
         .target(name: "Llama", dependencies: ["LlamaKernels"], swiftSettings: kernelFlags),
+        // The OpenAI-compatible HTTP server (`llama serve`).
+        .target(
+            name: "LlamaServer",
+            dependencies: [
+                "Llama",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "llama",
             dependencies: [
                 "Llama",
+                "LlamaServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "LlamaKernelsTests", dependencies: ["LlamaKernels"]),
-        .testTarget(name: "LlamaTests", dependencies: ["Llama"]),
+        .testTarget(name: "LlamaTests", dependencies: ["Llama", "LlamaServer", .product(name: "Logging", package: "swift-log")]),
     ]
 )
