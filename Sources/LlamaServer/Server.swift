@@ -143,7 +143,19 @@ public final class OpenAIServer: Sendable {
 
     func parse(_ body: [String: JSONValue], kind: Kind) throws -> Parsed {
         let fields = Fields(body)
-        try fields.allowOnly(kind == .chat ? Self.chatFields : Self.completionFields)
+        // Unknown fields are ignored (as llama-server does, so clients that send extras work);
+        // known ones that would change the answer and are not implemented are refused.
+        for key in ["tools", "functions", "tool_choice", "function_call", "suffix", "best_of"] {
+            if let v = body[key], v != .null, v != .string("none"), v != .array([]) {
+                throw APIError.invalid("'\(key)' is not supported", param: key)
+            }
+        }
+        if let bias = body["logit_bias"], bias != .null, bias != .object([:]) {
+            throw APIError.invalid("'logit_bias' is not supported", param: "logit_bias")
+        }
+        if let format = body["response_format"], format != .null, format.object?["type"] != .string("text") {
+            throw APIError.invalid("'response_format' other than {\"type\": \"text\"} is not supported", param: "response_format")
+        }
         if let n = try fields.int("n", in: 1...128), n != 1 { throw APIError.invalid("only n = 1 is supported", param: "n") }
         var prompt: [Int]
         switch kind {
@@ -239,14 +251,6 @@ public final class OpenAIServer: Sendable {
         }
         return Parsed(prompt: prompt, options: o, stream: stream, includeUsage: includeUsage, topLogprobs: topLogprobs)
     }
-
-    static let commonFields: Set<String> = [
-        "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stream", "stream_options",
-        "frequency_penalty", "presence_penalty", "repeat_penalty", "n", "user", "logit_bias", "metadata", "store",
-    ]
-    static let chatFields = commonFields.union(["messages", "logprobs", "top_logprobs", "max_completion_tokens", "response_format",
-                                                "parallel_tool_calls", "service_tier"])
-    static let completionFields = commonFields.union(["prompt", "logprobs", "echo", "suffix", "best_of"])
 
     /// A message's text: a string or an array of text parts.
     static func content(_ value: JSONValue?, param: String) throws -> String {
@@ -554,12 +558,6 @@ struct AuthMiddleware<Context: RequestContext>: RouterMiddleware {
 struct Fields {
     let object: [String: JSONValue]
     init(_ object: [String: JSONValue]) { self.object = object }
-
-    func allowOnly(_ known: Set<String>) throws {
-        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
-            throw OpenAIServer.APIError.invalid("unknown field '\(unknown)'", param: unknown)
-        }
-    }
 
     private func present(_ key: String) -> JSONValue? {
         guard let v = object[key], v != .null else { return nil }

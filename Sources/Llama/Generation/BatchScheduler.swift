@@ -291,6 +291,12 @@ public final class BatchScheduler: @unchecked Sendable {
     /// Samples the next token of every active sequence, then runs those that go on as one batch.
     private func decodeStep() {
         var entries: [(sequence: Int, token: Int, position: Int)] = []
+        var sampled = 0
+        defer {
+            condition.lock()
+            stats.generatedTokens += sampled
+            condition.unlock()
+        }
         condition.lock()
         let cancelled = active.indices.filter { active[$0]?.job.cancelled == true }
         condition.unlock()
@@ -314,12 +320,19 @@ public final class BatchScheduler: @unchecked Sendable {
             var piece = Piece(token: token, text: "", logprob: nil, top: [])
             if let n = s.job.request.topLogprobs { (piece.logprob, piece.top) = Self.logprobs(s.logits, chosen: token, top: n) }
             s.generated += 1
+            sampled += 1
             s.history.append(token)
             let (text, stopped) = s.stops.push(s.decoder.append(token))
             piece.text = text
             s.job.onEvent(.piece(piece))
             if stopped {
                 finish(slot: slot, state: s, reason: .stop, tail: "")
+                continue
+            }
+            if s.generated >= options.maxTokens || s.history.count >= contextLength {
+                // The last token: no need to run it.
+                let (tail, stopped) = release(&s)
+                finish(slot: slot, state: s, reason: stopped ? .stop : .length, tail: tail)
                 continue
             }
             active[slot] = s
@@ -349,7 +362,6 @@ public final class BatchScheduler: @unchecked Sendable {
         condition.lock()
         stats.steps += 1
         stats.stepSeconds += Self.seconds(since: t0)
-        stats.generatedTokens += entries.count
         condition.unlock()
     }
 
