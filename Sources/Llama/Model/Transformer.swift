@@ -295,15 +295,10 @@ public final class Transformer: @unchecked Sendable {
                         let query = qp.pointer + i * c.queryDim + h * c.headDim
                         let row = sp.pointer + task * ctx
                         let kvHead = (h / group) * c.headDim
-                        for t in 0..<length {
-                            row[t] = dot(query, kp.pointer + base + t * c.kvDim + kvHead, c.headDim) * scale
-                        }
+                        scaledDots(row, query, kp.pointer + base + kvHead, stride: c.kvDim, count: length, n: c.headDim, scale: scale)
                         softmax(row, length)
-                        let out = op.pointer + i * c.queryDim + h * c.headDim
-                        out.initialize(repeating: 0, count: c.headDim)
-                        for t in 0..<length {
-                            axpy(out, row[t], vp.pointer + base + t * c.kvDim + kvHead, c.headDim)
-                        }
+                        weightedSum(op.pointer + i * c.queryDim + h * c.headDim, row, vp.pointer + base + kvHead,
+                                    stride: c.kvDim, count: length, n: c.headDim)
                     }
                     let tasks = count * c.headCount
                     if (positions.max()! + 1) * tasks * c.headDim < 64 * 1024 {
