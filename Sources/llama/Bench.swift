@@ -8,7 +8,8 @@ struct Bench: ParsableCommand {
         abstract: "Measure prompt and generation speed, like llama.cpp's llama-bench.",
         discussion: """
             ppN: one batch of N random tokens from an empty cache. tgN: N tokens decoded one at a time \
-            from an empty cache. Each test runs once to warm up, then -r times; the table shows mean ± \
+            from an empty cache. tgNxS (with --parallel S): S sequences decoded together for N steps, \
+            the tokens/s of all of them. Each test runs once to warm up, then -r times; the table shows mean ± \
             standard deviation of tokens/s. Also shown: weight bytes read per generated token, the \
             bandwidth that achieves, the machine's measured read bandwidth (the bound on generation \
             speed) and peak resident memory. --json prints llama-bench's JSON fields plus these.
@@ -24,6 +25,8 @@ struct Bench: ParsableCommand {
     var t: Int?
     @Option(name: .short, help: "Repetitions.")
     var r: Int = 5
+    @Option(help: "Also decode this many sequences together (test tgNxS: S sequences, N steps; tokens/s of all of them).")
+    var parallel: Int?
     @Flag(help: "Print JSON instead of a table.")
     var json = false
     @Flag(help: "Also measure matrix-vector bandwidth per weight format.")
@@ -32,6 +35,7 @@ struct Bench: ParsableCommand {
     func validate() throws {
         if p < 0 || n < 0 || r < 1 { throw ValidationError("-p and -n must be >= 0, -r >= 1") }
         if let t, t < 1 { throw ValidationError("-t must be >= 1") }
+        if let parallel, parallel < 1 { throw ValidationError("--parallel must be >= 1") }
     }
 
     func run() throws {
@@ -42,6 +46,7 @@ struct Bench: ParsableCommand {
         var results: [Benchmark.Result] = []
         if p > 0 { results.append(try bench.promptProcessing(tokens: p, repetitions: r)) }
         if n > 0 { results.append(try bench.textGeneration(tokens: n, repetitions: r)) }
+        if n > 0, let parallel { results.append(try bench.batchedGeneration(tokens: n, sequences: parallel, repetitions: r)) }
         let rss = Benchmark.peakResidentBytes  // before the bandwidth probe's buffer
         let bandwidth = Benchmark.readBandwidth(pool: pool)
         let bytesPerToken = Double(m.weights.bytesPerToken)
@@ -54,10 +59,11 @@ struct Bench: ParsableCommand {
                     "model_filename": file, "model_type": "\(m.name) \(types)", "model_size": Int(size),
                     "model_n_params": m.weights.parameterCount, "n_threads": res.threads,
                     "n_prompt": res.test.hasPrefix("pp") ? res.tokens : 0, "n_gen": res.test.hasPrefix("tg") ? res.tokens : 0,
+                    "n_sequences": res.sequences,
                     "test": res.test, "avg_ts": res.mean, "stddev_ts": res.standardDeviation, "samples_ts": res.tokensPerSecond,
                     "weight_bytes_per_token": Int(bytesPerToken), "read_bandwidth_gbs": bandwidth / 1e9, "peak_rss_bytes": rss,
                 ]
-                if res.test.hasPrefix("tg") {
+                if res.test.hasPrefix("tg") && res.sequences == 1 {
                     o["achieved_gbs"] = res.mean * bytesPerToken / 1e9
                     o["bandwidth_bound_ts"] = bandwidth / bytesPerToken
                 }
@@ -76,7 +82,7 @@ struct Bench: ParsableCommand {
         }
         emit(String(format: "\nweights read per generated token: %.1f MB; machine read bandwidth: %.1f GB/s (bound: %.1f tokens/s)\n",
                     bytesPerToken / 1e6, bandwidth / 1e9, bandwidth / bytesPerToken))
-        if let tg = results.first(where: { $0.test.hasPrefix("tg") }) {
+        if let tg = results.first(where: { $0.test.hasPrefix("tg") && $0.sequences == 1 }) {
             emit(String(format: "generation achieves %.1f GB/s, %.0f%% of the bound\n",
                         tg.mean * bytesPerToken / 1e9, 100 * tg.mean * bytesPerToken / bandwidth))
         }

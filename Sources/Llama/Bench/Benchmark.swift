@@ -11,6 +11,8 @@ public struct Benchmark {
         public let tokens: Int
         public let threads: Int
         public let tokensPerSecond: [Double]
+        /// Sequences decoded together (1 but for tgN×S).
+        public var sequences = 1
 
         public var mean: Double { tokensPerSecond.reduce(0, +) / Double(max(1, tokensPerSecond.count)) }
         public var standardDeviation: Double {
@@ -57,6 +59,31 @@ public struct Benchmark {
             if rep > 0 { speeds.append(Double(n) / seconds) }
         }
         return Result(test: "tg\(n)", tokens: n, threads: pool.threadCount, tokensPerSecond: speeds)
+    }
+
+    /// `tgN×S`: S sequences decoded together, one token each per step (`Transformer.step`, as
+    /// the server and rejection sampling decode), N steps from an empty cache; tokens/s counts
+    /// the tokens of all sequences. The ratio to `tgN` is what batching buys.
+    public func batchedGeneration(tokens n: Int, sequences: Int, repetitions: Int, seed: UInt64 = 3) throws -> Result {
+        let transformer = Transformer(weights: weights, contextLength: n, maxBatch: sequences, sequences: sequences, pool: pool)
+        let vocab = weights.config.vocabSize
+        var rng = SplitMix64(seed: seed)
+        var speeds: [Double] = []
+        for rep in 0...repetitions {
+            var tokens = (0..<sequences).map { _ in Int(rng.next() % UInt64(vocab)) }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            for pos in 0..<n {
+                let logits = try transformer.step(tokens.indices.map { (sequence: $0, token: tokens[$0], position: pos) })
+                logits.withUnsafeBufferPointer { l in
+                    for i in tokens.indices { tokens[i] = argmax(UnsafeBufferPointer(rebasing: l[(i * vocab)..<((i + 1) * vocab)])) }
+                }
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            if rep > 0 { speeds.append(Double(n * sequences) / seconds) }
+        }
+        var result = Result(test: "tg\(n)x\(sequences)", tokens: n * sequences, threads: pool.threadCount, tokensPerSecond: speeds)
+        result.sequences = sequences
+        return result
     }
 
     /// Matrix-vector speed per weight format over the model's own matrices (every layer's,

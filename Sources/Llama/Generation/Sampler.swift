@@ -131,6 +131,11 @@ public struct Sampler: Sendable {
 
 /// Index of the largest value (the first on ties, like `torch.argmax`).
 public func argmax(_ x: [Float]) -> Int {
+    x.withUnsafeBufferPointer { argmax($0) }
+}
+
+/// Index of the largest value (the first on ties).
+public func argmax(_ x: UnsafeBufferPointer<Float>) -> Int {
     var best = 0
     for i in 1..<x.count where x[i] > x[best] { best = i }
     return best
