@@ -382,15 +382,26 @@ func gemm4Q4_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
         let d = halves8(block)
         @inline(__always) func finish(_ s: __m256i, _ x: Q8Activations, _ acc: inout __m256) {
             if q4_1 {
-                // Q4_1: q unsigned, plus the block offset m·(dx·Σx).
+                // Q4_1: q unsigned; the block offsets m·(dx·Σx) are summed apart, below.
                 acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones)), acc)
-                acc = _mm256_fmadd_ps(halves8(block + 16), _mm256_set1_ps(x.s[b]), acc)
             } else {
                 let sums = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(8 * x.blockSum(b)))
                 acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(sums), acc)
             }
         }
         finish(s0, x0, &a0); finish(s1, x1, &a1); finish(s2, x2, &a2); finish(s3, x3, &a3)
+    }
+    if q4_1 {
+        // Offsets in their own sums, added last, exactly as gemvQ4_1x8 (and ggml) adds them: a
+        // row's result must not depend on whether it came in a tile of four or alone (the
+        // server's batches change size every step; seeds must still reproduce).
+        var o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0
+        for b in 0..<(x0.count / 32) {
+            let m = halves8(group + b * blockBytes + 16)
+            o0 = _mm256_fmadd_ps(m, _mm256_set1_ps(x0.s[b]), o0); o1 = _mm256_fmadd_ps(m, _mm256_set1_ps(x1.s[b]), o1)
+            o2 = _mm256_fmadd_ps(m, _mm256_set1_ps(x2.s[b]), o2); o3 = _mm256_fmadd_ps(m, _mm256_set1_ps(x3.s[b]), o3)
+        }
+        a0 = _mm256_add_ps(a0, o0); a1 = _mm256_add_ps(a1, o1); a2 = _mm256_add_ps(a2, o2); a3 = _mm256_add_ps(a3, o3)
     }
     return (a0, a1, a2, a3)
 }
@@ -458,18 +469,29 @@ func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
             }
             for h in 0..<2 {
                 let j = 2 * p + h, xb = sb * 8 + j
-                let dsc = _mm256_mul_ps(d, bytes8(block + 32 + 8 * j)), dmn = _mm256_mul_ps(dmin, bytes8(block + 96 + 8 * j))
+                let dsc = _mm256_mul_ps(d, bytes8(block + 32 + 8 * j))
                 @inline(__always) func finish(_ s: __m256i, _ x: Q8Activations, _ acc: inout __m256) {
                     let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones))
                     acc = _mm256_fmadd_ps(_mm256_mul_ps(dsc, _mm256_set1_ps(x.d[xb])), sums, acc)
-                    acc = _mm256_fnmadd_ps(dmn, _mm256_set1_ps(x.s[xb]), acc)
                 }
                 finish(h == 0 ? l0 : h0, x0, &a0); finish(h == 0 ? l1 : h1, x1, &a1)
                 finish(h == 0 ? l2 : h2, x2, &a2); finish(h == 0 ? l3 : h3, x3, &a3)
             }
         }
     }
-    return (a0, a1, a2, a3)
+    // The offsets dmin·m_j·(dx_j·Σx_j) in their own sums, subtracted last, as gemvQ4_Kx8 does,
+    // so a row gives the same bits in a tile of four as alone.
+    var o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0
+    for sb in 0..<(x0.count / 256) {
+        let block = group + sb * 1184
+        let dmin = halves8(block + 16)
+        for j in 0..<8 {
+            let xb = sb * 8 + j, dmn = _mm256_mul_ps(dmin, bytes8(block + 96 + 8 * j))
+            o0 = _mm256_fmadd_ps(dmn, _mm256_set1_ps(x0.s[xb]), o0); o1 = _mm256_fmadd_ps(dmn, _mm256_set1_ps(x1.s[xb]), o1)
+            o2 = _mm256_fmadd_ps(dmn, _mm256_set1_ps(x2.s[xb]), o2); o3 = _mm256_fmadd_ps(dmn, _mm256_set1_ps(x3.s[xb]), o3)
+        }
+    }
+    return (_mm256_sub_ps(a0, o0), _mm256_sub_ps(a1, o1), _mm256_sub_ps(a2, o2), _mm256_sub_ps(a3, o3))
 }
 
 

@@ -47,6 +47,15 @@ final class InterleavedTests: XCTestCase {
                     for i in 0..<expected.count {
                         XCTAssertEqual(found[i], expected[i], accuracy: 1e-4 * max(1, abs(expected[i])), "\(type) batch \(batch) [\(i)]")
                     }
+                    // Every input gets the bits it gets alone, whichever tile it fell in: a
+                    // request's tokens must not depend on how many others share its batch.
+                    for b in 0..<batch {
+                        var alone = [Float](repeating: 0, count: rows)
+                        Array(x[(b * cols)..<((b + 1) * cols)]).withUnsafeBufferPointer { xb in
+                            matmul([Product(packed, &alone)], xb.baseAddress!, batch: 1)
+                        }
+                        XCTAssertEqual(Array(found[(b * rows)..<((b + 1) * rows)]), alone, "\(type) batch \(batch) input \(b)")
+                    }
                 }
             }
         }
