@@ -231,8 +231,38 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(missing.err.contains("adapter_config.json"), missing.err)
     }
 
+    /// `llama gatt` on the default model: dialogues and training examples whose earlier answers
+    /// are context, then adherence measured with the instruction only in the system message.
+    func testGattDataAndEval() throws {
+        guard case .success(let m) = DefaultModelFixture.model else { throw XCTSkip("default model unavailable") }
+        let dialogues = try SharedData.path("chat/hh-rlhf/harmless-base-2000.jsonl")
+        let tmp = NSTemporaryDirectory() + "llama-gatt-cli-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
+        let data = try run(["gatt", "-m", m.path, "--dialogues", dialogues, "--limit", "3", "--turns", "2", "-k", "4", "-n", "64",
+                            "--families", "persona,hobby", "--seed", "2", "--out", tmp + "/d", "--no-train"])
+        XCTAssertEqual(data.status, 0, data.err)
+        XCTAssertEqual(try String(contentsOfFile: tmp + "/d/dialogues.jsonl", encoding: .utf8).split(separator: "\n").count, 3)
+        let summary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp + "/d/summary.json"))) as! [String: Any]
+        let kept = summary["kept"] as! Int
+        XCTAssertEqual(summary["examples"] as? Int, 2 * kept)
+        if kept > 0 {
+            let examples = try SFTData.load(tmp + "/d/data.jsonl")
+            XCTAssertEqual(examples[0].messages.first?.role, .system)
+            XCTAssertEqual(examples[1].learnedAnswers, [false, true])
+        }
+        let eval = try run(["gatt", "--eval", "-m", m.path, "--dialogues", dialogues, "--skip", "1900", "--limit", "2", "--turns", "3",
+                            "-n", "16", "--families", "word", "--seed", "2", "--out", tmp + "/e"])
+        XCTAssertEqual(eval.status, 0, eval.err)
+        XCTAssertTrue(eval.out.contains("turns 3-3: "), eval.out)
+        let adherence = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp + "/e/adherence.json"))) as! [String: Any]
+        XCTAssertEqual((adherence["per_turn"] as? [[String: Any]])?.count, 3)
+        let none = try run(["gatt", "--eval", "-m", m.path, "--dialogues", dialogues, "--families", "persona", "--out", tmp + "/x"])
+        XCTAssertNotEqual(none.status, 0)
+        XCTAssertTrue(none.err.contains("a program can check"), none.err)
+    }
+
     func testHelp() throws {
-        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval", "reward", "rejection-sample", "merge-lora"] {
+        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval", "reward", "rejection-sample", "gatt", "merge-lora"] {
             let r = try run([sub, "--help"])
             XCTAssertEqual(r.status, 0)
             XCTAssertTrue(r.out.contains("USAGE"), sub)

@@ -12,6 +12,11 @@ public struct PromptSet: Sendable {
         public var messages: [ChatMessage]
         /// The line of the file.
         public var line: Int
+
+        public init(messages: [ChatMessage], line: Int) {
+            self.messages = messages
+            self.line = line
+        }
     }
 
     public var prompts: [Prompt]

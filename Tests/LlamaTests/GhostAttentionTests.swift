@@ -1,0 +1,120 @@
+import Foundation
+import XCTest
+import Llama
+
+/// Ghost Attention's data: the instruction checks a program can make, the dialogue layouts, and
+/// that every token of the earlier turns gets zero loss and zero gradient.
+final class GhostAttentionTests: XCTestCase {
+    typealias Check = GhostAttention.Check
+
+    func testChecks() throws {
+        XCTAssertTrue(Check.lowercase.holds("the moon is far away."))
+        XCTAssertFalse(Check.lowercase.holds("The moon is far away."))
+        XCTAssertFalse(Check.lowercase.holds("42"))  // no letters: nothing was kept
+        XCTAssertTrue(Check.uppercase.holds("THE MOON, 384,400 KM AWAY!"))
+        XCTAssertFalse(Check.uppercase.holds("THE MOON is far"))
+        XCTAssertTrue(Check.noCommas.holds("No commas here."))
+        XCTAssertFalse(Check.noCommas.holds("One, two."))
+        XCTAssertTrue(Check.endsWith("Amen").holds("Be kind to others. Amen!"))
+        XCTAssertTrue(Check.endsWith("Amen").holds("be kind. amen"))
+        XCTAssertFalse(Check.endsWith("Amen").holds("Amen, be kind."))
+        XCTAssertTrue(Check.startsWith("Indeed").holds("Indeed, the sky is blue."))
+        XCTAssertFalse(Check.startsWith("Indeed").holds("The sky is indeed blue."))
+        XCTAssertTrue(Check.maxWords(5).holds("One two three four five."))
+        XCTAssertFalse(Check.maxWords(5).holds("One two three four five six."))
+        XCTAssertTrue(Check.language("fr").holds("La lune est très loin de la Terre, et je ne peux pas y aller."))
+        XCTAssertFalse(Check.language("fr").holds("The moon is very far from the Earth, and I cannot go there."))
+        XCTAssertTrue(Check.language("es").holds("La luna está muy lejos de la Tierra y no es posible ir."))
+        XCTAssertFalse(Check.lowercase.holds("   "))
+        for text in ["lowercase", "uppercase", "no_commas", "starts_with:Indeed", "ends_with:Amen", "max_words:15", "language:fr"] {
+            XCTAssertEqual(try Check(parsing: text).description, text)
+        }
+        XCTAssertThrowsError(try Check(parsing: "rhymes"))
+        XCTAssertThrowsError(try Check(parsing: "max_words:none"))
+        XCTAssertThrowsError(try Check(parsing: "language:xx"))
+        let both = GhostAttention.Instruction(family: "x", text: "…", checks: [.lowercase, .noCommas])
+        XCTAssertTrue(both.isKept(by: "yes it is"))
+        XCTAssertFalse(both.isKept(by: "yes, it is"))
+    }
+
+    func testInstructionFileAndDraws() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("gatt-\(UUID().uuidString).jsonl")
+        try Data("""
+            {"instruction": "Answer like a poet."}
+            {"instruction": "Reply in lowercase.", "check": "lowercase", "family": "formatting"}
+            {"instruction": "Short and French.", "checks": ["max_words:20", "language:fr"]}
+
+            """.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let loaded = try GhostAttention.loadInstructions(file.path)
+        XCTAssertEqual(loaded.map(\.checks), [[], [.lowercase], [.maxWords(20), .language("fr")]])
+        XCTAssertEqual(loaded.map(\.family), ["file", "formatting", "file"])
+        try Data(#"{"instruction": "x", "check": "sparkles"}"#.utf8).write(to: file)
+        XCTAssertThrowsError(try GhostAttention.loadInstructions(file.path)) { XCTAssertTrue("\($0)".contains(":1:"), "\($0)") }
+
+        let a = GhostAttention.draw(60, from: GhostAttention.builtIn, combine: true, seed: 3)
+        XCTAssertEqual(a, GhostAttention.draw(60, from: GhostAttention.builtIn, combine: true, seed: 3))
+        XCTAssertTrue(a.contains { $0.family.contains("+") }, "some combinations")
+        // A combination keeps its rule's checks.
+        for i in a where i.family.contains("+") { XCTAssertTrue(i.checkable, i.text) }
+    }
+
+    func testDialoguesAreToppedUpFromTheNextConversations() {
+        let prompts = [
+            PromptSet.Prompt(messages: [ChatMessage(.user, "a1"), ChatMessage(.assistant, "x"), ChatMessage(.user, "a2")], line: 1),
+            PromptSet.Prompt(messages: [ChatMessage(.user, "b1")], line: 2),
+            PromptSet.Prompt(messages: [ChatMessage(.user, "c1"), ChatMessage(.assistant, "y"), ChatMessage(.user, "c2")], line: 3),
+            PromptSet.Prompt(messages: [ChatMessage(.user, "d1")], line: 4),
+        ]
+        let d = GhostAttention.dialogues(from: prompts, turns: 3)
+        XCTAssertEqual(d.map(\.users), [["a1", "a2", "b1"], ["c1", "c2", "d1"]])
+        XCTAssertEqual(d.map(\.lines), [[1, 2], [3, 4]])
+    }
+
+    /// The sampling view appends the instruction to every user turn; the training example has it
+    /// once, as the system message, and learns only the last answer: every token of the earlier
+    /// turns is context, with no loss and no gradient.
+    func testTrainingExampleLearnsOnlyTheLastTurn() throws {
+        let tokenizer = try TokenizerLoader.load(file: try SharedData.path("tokenizer/llama2-tokenizer.model"))
+        let instruction = GhostAttention.Instruction(family: "word", text: "End every answer with Amen.", checks: [.endsWith("Amen")])
+        let users = ["Hi there.", "What is the moon?", "And the sun?"]
+        let answers = ["Hello. Amen", "A rock in the sky. Amen", "A star. Amen"]
+        let sampling = GhostAttention.samplingConversation(users: users, answers: Array(answers.prefix(2)), instruction: instruction)
+        XCTAssertEqual(sampling.map(\.role), [.user, .assistant, .user, .assistant, .user])
+        XCTAssertTrue(sampling.filter { $0.role == .user }.allSatisfy { $0.content.hasSuffix("\n\nEnd every answer with Amen.") })
+
+        let example = GhostAttention.trainingExample(users: users, answers: answers, instruction: instruction, turns: 3)
+        XCTAssertEqual(example.messages.first, ChatMessage(.system, instruction.text))
+        XCTAssertEqual(example.messages.filter { $0.role == .user }.map(\.content), users)
+        XCTAssertEqual(example.learnedAnswers, [false, false, true])
+        let segments = try SFTData.segments(example.messages, format: .llama2, tokenizer: tokenizer, learnedAnswers: example.learnedAnswers)
+        let learned = segments.filter(\.learned)
+        XCTAssertEqual(learned.count, 1)
+        XCTAssertTrue(tokenizer.decode(learned[0].tokens).hasPrefix("A star. Amen"), tokenizer.decode(learned[0].tokens))
+
+        // Gradients on a tiny model: the example's gradient is the gradient of the last answer's
+        // tokens alone, and differs from the gradient when the earlier answers are learned too.
+        let packed = try SFTData.pack([example], format: .llama2, tokenizer: tokenizer)
+        let all = try SFTData.pack([SFTData.Example(example.messages)], format: .llama2, tokenizer: tokenizer)
+        XCTAssertEqual(packed.tokens, all.tokens)
+        let length = packed.tokens.count - 1
+        let config = ModelConfig(dim: 16, hiddenDim: 32, layerCount: 1, headCount: 2, kvHeadCount: 1, vocabSize: tokenizer.vocabSize,
+                                 contextLength: length, ropeLayout: .halves)
+        let params = TrainableParameters(config: config, tiedEmbeddings: true, seed: 9)
+        let model = BackpropModel(parameters: params, batchSize: 1, sequenceLength: length)
+        let tokens = Array(packed.tokens.dropLast())
+        func gradient(_ targets: [Int]) throws -> [Float] {
+            let g = FloatBuffer(count: params.layout.count)
+            try model.accumulateGradients(tokens: tokens, targets: targets, gradScale: 1, into: g)
+            return g.array
+        }
+        let gatt = try gradient((1...length).map { packed.learned[$0] ? packed.tokens[$0] : -1 })
+        // The last answer's positions, found from the text rather than from the mask.
+        let lastAnswer = learned[0].tokens
+        let start = (0...(packed.tokens.count - lastAnswer.count)).last { Array(packed.tokens[$0..<($0 + lastAnswer.count)]) == lastAnswer }!
+        let handMade = try gradient((1...length).map { (start..<(start + lastAnswer.count)).contains($0) ? packed.tokens[$0] : -1 })
+        XCTAssertEqual(gatt, handMade)
+        let everyAnswer = try gradient((1...length).map { all.learned[$0] ? all.tokens[$0] : -1 })
+        XCTAssertNotEqual(gatt, everyAnswer)
+    }
+}
