@@ -198,6 +198,25 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(cut.err.contains("2 prompts kept no answer") && cut.err.contains("raise --max-tokens"), cut.err)
         XCTAssertEqual(try String(contentsOfFile: tmp + "/cut/best.jsonl", encoding: .utf8), "")
 
+        // Context distillation with the same reward model as the safety judge: answers with and
+        // without the pre-prompt, both scored without it.
+        let distill = try run(["distill-safety", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--limit", "2", "--reward", tmp + "/rm/hf",
+                               "--reward-seq", "128", "-k", "2", "-n", "6", "--seed", "4", "--out", tmp + "/ds", "--no-train"])
+        XCTAssertEqual(distill.status, 0, distill.err)
+        XCTAssertTrue(distill.out.contains("with the pre-prompt") && distill.out.contains("answers kept"), distill.out)
+        let dsRecords = try String(contentsOfFile: tmp + "/ds/samples.jsonl", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(dsRecords.count, 2)
+        let record = try JSONSerialization.jsonObject(with: Data(dsRecords[0].utf8)) as! [String: Any]
+        XCTAssertEqual((record["with_preprompt"] as? [Any])?.count, 2)
+        XCTAssertEqual((record["without_preprompt"] as? [Any])?.count, 2)
+        let dsSummary = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: tmp + "/ds/summary.json"))) as! [String: Any]
+        XCTAssertNotNil(dsSummary["difference"])
+        XCTAssertEqual(dsSummary["kept"] as? Int, 0)  // six tokens end no answer
+        let nothing = try run(["distill-safety", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--limit", "1", "--reward", tmp + "/rm/hf",
+                               "--reward-seq", "128", "-n", "6", "--seed", "4", "--out", tmp + "/ds2"])
+        XCTAssertNotEqual(nothing.status, 0)
+        XCTAssertTrue(nothing.err.contains("no answer kept"), nothing.err)
+
         let noReward = try run(["rejection-sample", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--reward", model, "--out", tmp + "/x"])
         XCTAssertNotEqual(noReward.status, 0)
         XCTAssertTrue(noReward.err.contains("score.weight"), noReward.err)
@@ -262,7 +281,7 @@ final class CLITests: XCTestCase {
     }
 
     func testHelp() throws {
-        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval", "reward", "rejection-sample", "gatt", "merge-lora"] {
+        for sub in ["chat", "run", "tokenize", "logits", "info", "pull", "eval", "reward", "rejection-sample", "gatt", "distill-safety", "merge-lora"] {
             let r = try run([sub, "--help"])
             XCTAssertEqual(r.status, 0)
             XCTAssertTrue(r.out.contains("USAGE"), sub)
