@@ -27,7 +27,8 @@ struct Gatt: ParsableCommand {
 
             --eval: the instruction only as the system message, the model answers every turn, and \
             each answer is checked; prints and writes --out/adherence.json (rate per turn, and over \
-            turns 3 to --turns with a 95% Wilson interval). Only checked instructions are drawn.
+            turns 3 to --turns with a 95% Wilson interval, and as a control the rate at which answers \
+            given under other instructions keep the same rules). Only checked instructions are drawn.
             """)
 
     @OptionGroup var model: ModelOptions
@@ -195,6 +196,7 @@ struct Gatt: ParsableCommand {
         let records = try JSONLines(path: out + "/answers.jsonl")
         var kept = [Int](repeating: 0, count: turns), asked = [Int](repeating: 0, count: turns)
         var byFamily: [String: (kept: Int, asked: Int)] = [:]
+        var later: [(instruction: GhostAttention.Instruction, answers: [String])] = []  // turns 3+ of each dialogue
         try Interrupt.stoppable { keepGoing in
             for (i, dialogue) in set.enumerated() {
                 guard keepGoing() else { return }
@@ -216,6 +218,7 @@ struct Gatt: ParsableCommand {
                         if ok { byFamily[instruction.family, default: (0, 0)].kept += 1 }
                     }
                 }
+                later.append((instruction, Array(answers.dropFirst(2))))
                 try records.write(["lines": dialogue.lines, "instruction": instruction.text, "checks": instruction.checks.map(\.description),
                                    "users": dialogue.users, "answers": answers, "kept": keeps])
                 note("dialogue \(i + 1)/\(set.count)  \(instruction.family)  kept: \(keeps.map { $0 ? "y" : "n" }.joined())")
@@ -236,6 +239,15 @@ struct Gatt: ParsableCommand {
             summary["turns_3_on"] = ["kept": k, "n": n, "rate": a.value, "ci95": [a.low, a.high]]
             summary["turns_3_on_by_family"] = byFamily.mapValues { ["kept": $0.kept, "n": $0.asked] }
             emit(String(format: "turns 3-%d: %d/%d kept the instruction (%.3f, 95%% %.3f–%.3f)\n", turns, k, n, a.value, a.low, a.high))
+            // A control: how often answers given under *other* instructions keep each dialogue's
+            // rules anyway (short answers keep a word limit, French ones a language rule). The
+            // rate above minus this one is what the instruction itself did.
+            let chance = GhostAttention.chanceRate(later)
+            if let byChance = chance {
+                summary["turns_3_on_by_chance"] = byChance
+                summary["turns_3_on_lift"] = a.value - byChance
+                emit(String(format: "by chance (answers to other instructions that keep the same rules): %.3f; lift %+.3f\n", byChance, a.value - byChance))
+            }
         }
         try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
             .write(to: URL(fileURLWithPath: out + "/adherence.json"), options: .atomic)

@@ -59,6 +59,24 @@ final class GhostAttentionTests: XCTestCase {
         for i in a where i.family.contains("+") { XCTAssertTrue(i.checkable, i.text) }
     }
 
+    /// The control: how often answers given under other instructions keep a dialogue's rules.
+    func testChanceRate() {
+        let lower = GhostAttention.Instruction(family: "f", text: "lower", checks: [.lowercase])
+        let short = GhostAttention.Instruction(family: "f", text: "short", checks: [.maxWords(2)])
+        let d: [(instruction: GhostAttention.Instruction, answers: [String])] = [
+            (lower, ["all lower here", "Not Lower"]),
+            (short, ["Two words", "three words here", "ok"]),
+        ]
+        // Each dialogue's rules are tried on the other dialogue's answers; dialogues weigh by
+        // their answer counts.
+        let lowerRate = Double(["Two words", "three words here", "ok"].filter { lower.isKept(by: $0) }.count) / 3
+        let shortRate = Double(["all lower here", "Not Lower"].filter { short.isKept(by: $0) }.count) / 2
+        XCTAssertEqual(lowerRate, 2.0 / 3)
+        XCTAssertEqual(shortRate, 1.0 / 2)
+        XCTAssertEqual(GhostAttention.chanceRate(d)!, (2 * lowerRate + 3 * shortRate) / 5, accuracy: 1e-12)
+        XCTAssertNil(GhostAttention.chanceRate([(lower, ["a"]), (lower, ["b"])]))
+    }
+
     func testDialoguesAreToppedUpFromTheNextConversations() {
         let prompts = [
             PromptSet.Prompt(messages: [ChatMessage(.user, "a1"), ChatMessage(.assistant, "x"), ChatMessage(.user, "a2")], line: 1),

@@ -204,6 +204,21 @@ public enum GhostAttention {
         return SFTData.Example(messages, learnedAnswers: Array(repeating: false, count: turns - 1) + [true])
     }
 
+    /// The control for an adherence rate: for each dialogue's answers, the share of the answers
+    /// given under *other* instructions (different checks) that keep this dialogue's rules anyway,
+    /// averaged over all answers (each dialogue weighted by its answer count). nil when no
+    /// dialogue has answers under another instruction to compare with.
+    public static func chanceRate(_ dialogues: [(instruction: Instruction, answers: [String])]) -> Double? {
+        var chance = 0.0, counted = 0
+        for d in dialogues where !d.answers.isEmpty {
+            let others = dialogues.filter { $0.instruction.checks != d.instruction.checks }.flatMap(\.answers)
+            guard !others.isEmpty else { continue }
+            chance += Double(others.filter { d.instruction.isKept(by: $0) }.count) / Double(others.count) * Double(d.answers.count)
+            counted += d.answers.count
+        }
+        return counted > 0 ? chance / Double(counted) : nil
+    }
+
     /// Multi-turn dialogues of `turns` user messages from a prompt set: the user turns of each
     /// conversation in file order, topped up with the user turns of the following conversations
     /// when one has fewer (the turns need not be about one topic for a dialogue-wide rule).
