@@ -65,19 +65,7 @@ struct DistillSafety: ParsableCommand {
     @Flag(help: "Sample and select only; do not fine-tune.")
     var noTrain = false
 
-    @Option(help: "Fine-tuning: passes over the kept answers.")
-    var epochs: Double = 2
-
-    @Option(help: "Fine-tuning: peak learning rate.")
-    var lr: Float = 1e-5
-
-    @Option(help: "Fine-tuning: tokens per sequence.")
-    var seq: Int = 512
-
-    @Option(help: "Fine-tuning: sequences per micro-batch.")
-    var batch: Int = 4
-
-    @OptionGroup(title: "Fine-tuning with LoRA") var loraOptions: LoRAOptionGroup
+    @OptionGroup var fineTune: FineTuneOptionGroup
 
     /// The conversation with the pre-prompt as its system message (before any system message it has).
     static func withPreprompt(_ messages: [ChatMessage], _ preprompt: String) -> [ChatMessage] {
@@ -88,7 +76,7 @@ struct DistillSafety: ParsableCommand {
     }
 
     func run() throws {
-        _ = try loraOptions.config()
+        _ = try fineTune.lora.config()
         guard samples >= 1, maxTokens >= 1, maxPrompt >= 1, rewardSeq >= 8, skip >= 0, (limit ?? 1) >= 1,
               !preprompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
             throw ValidationError("--samples, --max-tokens, --max-prompt, --limit must be positive, --reward-seq at least 8, --skip not negative, --preprompt not empty")
@@ -182,15 +170,6 @@ struct DistillSafety: ParsableCommand {
         if noTrain || Interrupt.requested.load(ordering: .relaxed) { return }
         guard kept > 0 else { throw ValidationError("no answer kept: the reward model never preferred a pre-prompted answer") }
         note("fine-tuning on the \(kept) kept answers, without the pre-prompt")
-        var arguments = ["--model", try model.modelPath(), "--data", out + "/distilled.jsonl", "--out", out + "/sft",
-                         "--epochs", String(epochs), "--lr", String(lr), "--seq", String(seq), "--batch", String(batch),
-                         "--template", format.rawValue]
-        if loraOptions.loraRank > 0 {
-            arguments += ["--lora-rank", String(loraOptions.loraRank), "--lora-alpha", String(loraOptions.loraAlpha),
-                          "--lora-dropout", String(loraOptions.loraDropout), "--lora-targets", loraOptions.loraTargets]
-        }
-        if let t = model.tokenizer { arguments += ["--tokenizer", t] }
-        if let t = model.threads { arguments += ["--threads", String(t)] }
-        try SFT.parse(arguments).run()
+        try fineTune.run(model: model, data: out + "/distilled.jsonl", out: out + "/sft", format: format)
     }
 }

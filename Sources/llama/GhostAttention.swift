@@ -70,22 +70,10 @@ struct Gatt: ParsableCommand {
     @Flag(help: "Make the data only; do not fine-tune.")
     var noTrain = false
 
-    @Option(help: "Fine-tuning: passes over the data.")
-    var epochs: Double = 2
-
-    @Option(help: "Fine-tuning: peak learning rate.")
-    var lr: Float = 1e-5
-
-    @Option(help: "Fine-tuning: tokens per sequence.")
-    var seq: Int = 512
-
-    @Option(help: "Fine-tuning: sequences per micro-batch.")
-    var batch: Int = 4
-
-    @OptionGroup(title: "Fine-tuning with LoRA") var loraOptions: LoRAOptionGroup
+    @OptionGroup var fineTune: FineTuneOptionGroup
 
     func run() throws {
-        _ = try loraOptions.config()
+        _ = try fineTune.lora.config()
         guard turns >= 1, samples >= 1, maxTokens >= 1, skip >= 0, (limit ?? 1) >= 1 else {
             throw ValidationError("--turns, --samples, --max-tokens, --limit must be positive, --skip not negative")
         }
@@ -178,16 +166,7 @@ struct Gatt: ParsableCommand {
         if noTrain || Interrupt.requested.load(ordering: .relaxed) { return }
         guard examples > 0 else { throw ValidationError("no dialogue kept: nothing to fine-tune on") }
         note("fine-tuning on \(examples) examples")
-        var arguments = ["--model", try model.modelPath(), "--data", out + "/data.jsonl", "--out", out + "/sft",
-                         "--epochs", String(epochs), "--lr", String(lr), "--seq", String(seq), "--batch", String(batch),
-                         "--template", format.rawValue]
-        if loraOptions.loraRank > 0 {
-            arguments += ["--lora-rank", String(loraOptions.loraRank), "--lora-alpha", String(loraOptions.loraAlpha),
-                          "--lora-dropout", String(loraOptions.loraDropout), "--lora-targets", loraOptions.loraTargets]
-        }
-        if let t = model.tokenizer { arguments += ["--tokenizer", t] }
-        if let t = model.threads { arguments += ["--threads", String(t)] }
-        try SFT.parse(arguments).run()
+        try fineTune.run(model: model, data: out + "/data.jsonl", out: out + "/sft", format: format)
     }
 
     private func measure(_ set: [(lines: [Int], users: [String])], _ drawn: [GhostAttention.Instruction], _ generator: Generator,

@@ -102,6 +102,37 @@ struct LoRAOptionGroup: ParsableArguments {
     }
 }
 
+/// The `llama sft` run that rejection-sample, gatt and distill-safety end with, on the data they
+/// wrote: its options and the call.
+struct FineTuneOptionGroup: ParsableArguments {
+    @Option(help: "Fine-tuning: passes over the data.")
+    var epochs: Double = 2
+    @Option(help: "Fine-tuning: peak learning rate.")
+    var lr: Float = 1e-5
+    @Option(help: "Fine-tuning: tokens per sequence.")
+    var seq: Int = 512
+    @Option(help: "Fine-tuning: sequences per micro-batch.")
+    var batch: Int = 4
+    @Option(help: "Fine-tuning: freeze the embedding and the lower N layers.")
+    var freeze: Int = 0
+    @OptionGroup(title: "Fine-tuning with LoRA") var lora: LoRAOptionGroup
+
+    /// Runs `llama sft` on `data` into `out`, from `model`'s model, tokenizer and threads.
+    func run(model: ModelOptions, data: String, out: String, format: ChatFormat) throws {
+        var arguments = ["--model", try model.modelPath(), "--data", data, "--out", out,
+                         "--epochs", String(epochs), "--lr", String(lr), "--seq", String(seq), "--batch", String(batch),
+                         "--template", format.rawValue]
+        if freeze > 0 { arguments += ["--freeze", String(freeze)] }
+        if lora.loraRank > 0 {
+            arguments += ["--lora-rank", String(lora.loraRank), "--lora-alpha", String(lora.loraAlpha),
+                          "--lora-dropout", String(lora.loraDropout), "--lora-targets", lora.loraTargets]
+        }
+        if let t = model.tokenizer { arguments += ["--tokenizer", t] }
+        if let t = model.threads { arguments += ["--threads", String(t)] }
+        try SFT.parse(arguments).run()
+    }
+}
+
 /// Writes text to stdout immediately (generation streams token by token).
 func emit(_ text: String) {
     FileHandle.standardOutput.write(Data(text.utf8))

@@ -70,25 +70,10 @@ struct RejectionSample: ParsableCommand {
         """)
     var keepUnfinished = false
 
-    @Option(help: "Fine-tuning: passes over the kept answers.")
-    var epochs: Double = 2
-
-    @Option(help: "Fine-tuning: peak learning rate.")
-    var lr: Float = 1e-5
-
-    @Option(help: "Fine-tuning: tokens per sequence.")
-    var seq: Int = 512
-
-    @Option(help: "Fine-tuning: sequences per micro-batch.")
-    var batch: Int = 4
-
-    @Option(help: "Fine-tuning: freeze the embedding and the lower N layers.")
-    var freeze: Int = 0
-
-    @OptionGroup(title: "Fine-tuning with LoRA") var loraOptions: LoRAOptionGroup
+    @OptionGroup var fineTune: FineTuneOptionGroup
 
     func run() throws {
-        _ = try loraOptions.config()  // bad LoRA options fail before sampling, not after
+        _ = try fineTune.lora.config()  // bad LoRA options fail before sampling, not after
         guard samples >= 1, maxTokens >= 1, maxPrompt >= 1, rewardSeq >= 8, skip >= 0, (limit ?? 1) >= 1 else {
             throw ValidationError("--samples, --max-tokens, --max-prompt, --limit must be positive, --reward-seq at least 8, --skip not negative")
         }
@@ -212,17 +197,7 @@ struct RejectionSample: ParsableCommand {
         guard noneFinished < done else { throw ValidationError("no answer to keep: every sample was cut off (raise --max-tokens)") }
 
         note("fine-tuning on the \(done) kept answers")
-        var arguments = ["--model", try model.modelPath(), "--data", out + "/best.jsonl", "--out", out + "/sft",
-                         "--epochs", String(epochs), "--lr", String(lr), "--seq", String(seq), "--batch", String(batch),
-                         "--template", format.rawValue]
-        if freeze > 0 { arguments += ["--freeze", String(freeze)] }
-        if loraOptions.loraRank > 0 {
-            arguments += ["--lora-rank", String(loraOptions.loraRank), "--lora-alpha", String(loraOptions.loraAlpha),
-                          "--lora-dropout", String(loraOptions.loraDropout), "--lora-targets", loraOptions.loraTargets]
-        }
-        if let t = model.tokenizer { arguments += ["--tokenizer", t] }
-        if let t = model.threads { arguments += ["--threads", String(t)] }
-        try SFT.parse(arguments).run()
+        try fineTune.run(model: model, data: out + "/best.jsonl", out: out + "/sft", format: format)
     }
 
     /// Mean reward per prompt line of a samples.jsonl.
