@@ -214,8 +214,8 @@ public func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Floa
 
 /// eˣ for eight floats: x = n·ln2 + r with |r| ≤ ln2/2, eʳ from Cephes' degree-7 `expf`
 /// polynomial, 2ⁿ put into the exponent bits. Relative error about 1e-7 (1-2 ulp) over the
-/// normal range; inputs are clamped to [-87.3, 88] (2ⁿ stays a normal float), so the result is never 0 or ∞ (SiLU
-/// needs neither).
+/// normal range; inputs are clamped to [-87.3, 88] (2ⁿ stays a normal float), so the result is
+/// never 0 or ∞ (SiLU needs neither).
 @inline(__always)
 public func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
     #if LLAMA_AVX2
