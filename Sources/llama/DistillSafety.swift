@@ -135,11 +135,7 @@ struct DistillSafety: ParsableCommand {
                 let keep = best.map { ra[$0] > bestPlain } ?? false
                 if keep, let best {
                     kept += 1
-                    let context: [[String: Any]] = prompt.messages.map { m in
-                        m.role == .assistant ? ["role": "assistant", "content": m.content, "weight": 0]
-                                             : ["role": m.role.rawValue, "content": m.content]
-                    }
-                    try distilled.write(["messages": context + [["role": "assistant", "content": a[best].text]]])
+                    try distilled.write(SFTData.Example(context: prompt.messages, answer: a[best].text).jsonObject)
                 }
                 func answers(_ r: [GenerationResult], _ rewards: [Float]) -> [[String: Any]] {
                     zip(r, rewards).map { ["text": $0.text, "reward": Double($1), "tokens": $0.tokens.count, "finish_reason": $0.finishReason.rawValue] }

@@ -140,13 +140,8 @@ struct Gatt: ParsableCommand {
                 } else {
                     made += 1
                     for t in 1...turns {
-                        let e = GhostAttention.trainingExample(users: dialogue.users, answers: answers, instruction: instruction, turns: t)
-                        var learned = e.learnedAnswers.makeIterator()
-                        try data.write(["messages": e.messages.map { msg -> [String: Any] in
-                            var o: [String: Any] = ["role": msg.role.rawValue, "content": msg.content]
-                            if msg.role == .assistant, learned.next() == false { o["weight"] = 0 }
-                            return o
-                        }])
+                        try data.write(GhostAttention.trainingExample(users: dialogue.users, answers: answers, instruction: instruction,
+                                                                      turns: t).jsonObject)
                         examples += 1
                     }
                 }

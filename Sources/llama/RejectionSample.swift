@@ -144,11 +144,7 @@ struct RejectionSample: ParsableCommand {
                 if let chosen {
                     // Only the sampled answer is learned: the prompt's earlier assistant turns are
                     // someone else's words, context with weight 0.
-                    let context: [[String: Any]] = prompt.messages.map { m in
-                        m.role == .assistant ? ["role": "assistant", "content": m.content, "weight": 0]
-                                             : ["role": m.role.rawValue, "content": m.content]
-                    }
-                    try kept.write(["messages": context + [["role": "assistant", "content": answers[chosen].text]]])
+                    try kept.write(SFTData.Example(context: prompt.messages, answer: answers[chosen].text).jsonObject)
                 } else {
                     noneFinished += 1
                 }

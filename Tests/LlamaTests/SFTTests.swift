@@ -80,6 +80,19 @@ final class SFTTests: XCTestCase {
         XCTAssertGreaterThan(promptTargets, answerTargets)
     }
 
+    /// What rejection-sample, gatt and distill-safety write is what `load` reads back.
+    func testExampleJSONRoundTrip() throws {
+        let example = SFTData.Example(context: [ChatMessage(.system, "s")] + Array(conversation.dropLast()), answer: "8.")
+        XCTAssertEqual(example.learnedAnswers, [false, true])
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sft-roundtrip-\(UUID().uuidString).jsonl").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let line = try JSONSerialization.data(withJSONObject: example.jsonObject) + Data("\n".utf8)
+        try (line + line).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(try SFTData.load(path), [example, example])
+        let messages = example.jsonObject["messages"] as! [[String: Any]]
+        XCTAssertEqual(messages.map { $0["weight"] as? Int }, [nil, nil, 0, nil, nil])
+    }
+
     func testExampleShapesAndBadLines() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("llama-swift-sft-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

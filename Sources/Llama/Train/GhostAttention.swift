@@ -199,9 +199,8 @@ public enum GhostAttention {
     /// every token of the earlier turns).
     public static func trainingExample(users: [String], answers: [String], instruction: Instruction, turns: Int) -> SFTData.Example {
         precondition(turns >= 1 && turns <= answers.count && answers.count <= users.count)
-        var messages = plainConversation(users: users, answers: Array(answers.prefix(turns - 1)), instruction: instruction)
-        messages.append(ChatMessage(.assistant, answers[turns - 1]))
-        return SFTData.Example(messages, learnedAnswers: Array(repeating: false, count: turns - 1) + [true])
+        return SFTData.Example(context: plainConversation(users: users, answers: Array(answers.prefix(turns - 1)), instruction: instruction),
+                               answer: answers[turns - 1])
     }
 
     /// The control for an adherence rate: for each dialogue's answers, the share of the answers

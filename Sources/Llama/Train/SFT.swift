@@ -22,6 +22,24 @@ public enum SFTData {
             self.messages = messages
             self.learnedAnswers = learnedAnswers ?? Array(repeating: true, count: messages.filter { $0.role == .assistant }.count)
         }
+
+        /// `context` (its assistant turns not learned: someone else's words) and then `answer`,
+        /// the one answer learned.
+        public init(context: [ChatMessage], answer: String) {
+            self.init(context + [ChatMessage(.assistant, answer)],
+                      learnedAnswers: Array(repeating: false, count: context.filter { $0.role == .assistant }.count) + [true])
+        }
+
+        /// The JSONL object `load` reads back: `{"messages": [...]}`, answers not learned
+        /// carrying `"weight": 0`.
+        public var jsonObject: [String: Any] {
+            var learned = learnedAnswers.makeIterator()
+            return ["messages": messages.map { m -> [String: Any] in
+                var o: [String: Any] = ["role": m.role.rawValue, "content": m.content]
+                if m.role == .assistant, learned.next() == false { o["weight"] = 0 }
+                return o
+            }]
+        }
     }
 
     /// Reads chat examples from JSONL, one per line, in any of these shapes:
