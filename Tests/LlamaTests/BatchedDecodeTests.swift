@@ -79,4 +79,30 @@ final class BatchedDecodeTests: XCTestCase {
         XCTAssertEqual(try generator.samples(prompt: prompt, count: 3, options: options).map(\.text), sampled.map(\.text))
         XCTAssertThrowsError(try generator.samples(prompt: prompt, count: 4, options: options))
     }
+
+    /// Different prompts decoded together (PPO's rollouts): each greedy answer is the one
+    /// `generate` gives that prompt alone, a repeated prompt is copied, and the stop token is kept.
+    func testDifferentPromptsDecodeTogether() throws {
+        let model = try DefaultModelFixture.model.get()
+        let format = ChatFormat.chatml
+        let a = try format.render([ChatMessage(.user, "What is the capital of France?")], tokenizer: model.tokenizer)
+        let b = try format.render([ChatMessage(.user, "Name a primary colour.")], tokenizer: model.tokenizer)
+        var options = GenerationOptions()
+        options.sampling = .greedy
+        options.maxTokens = 24
+        options.stopTokens = format.stopTokens(model.tokenizer)
+        let alone = try [a, b].map { try Generator(model: model, contextLength: 128).generate(prompt: $0, options: options) }
+        let generator = Generator(model: model, contextLength: 128, sequences: 3)
+        let together = try generator.samples(prompts: [a, b, a], options: options)
+        XCTAssertEqual(together.map(\.text), [alone[0].text, alone[1].text, alone[0].text])
+        XCTAssertEqual(together.map(\.tokens), [alone[0].tokens, alone[1].tokens, alone[0].tokens])
+        XCTAssertEqual(together.map(\.promptTokensEvaluated), [a.count, b.count, 0])
+        for (r, s) in zip(together, alone) {
+            XCTAssertEqual(r.finishReason, s.finishReason)
+            XCTAssertEqual(r.stopToken, s.stopToken)
+            if r.finishReason == .stop { XCTAssertTrue(options.stopTokens.contains(r.stopToken ?? -1)) }
+        }
+        XCTAssertThrowsError(try generator.samples(prompts: [a, b, a, b], options: options))
+        XCTAssertThrowsError(try generator.samples(prompts: [a, []], options: options))
+    }
 }

@@ -25,6 +25,8 @@ public struct GenerationResult: Sendable {
     public var tokens: [Int] = []
     public var text = ""
     public var finishReason = FinishReason.length
+    /// The EOS or end-of-turn token that ended the answer (not in `tokens`), when one did.
+    public var stopToken: Int?
     public var promptTokens = 0
     /// Prompt tokens actually computed (the rest were already in the cache).
     public var promptTokensEvaluated = 0
@@ -94,6 +96,7 @@ public final class Generator: @unchecked Sendable {
             let token = sampler.sample(transformer.logits, history: history)
             if options.stopTokens.contains(token) || token == model.tokenizer.eosID {
                 result.finishReason = .stop
+                result.stopToken = token
                 break
             }
             result.tokens.append(token)
@@ -136,7 +139,47 @@ public final class Generator: @unchecked Sendable {
         for i in 1..<count { try transformer.copySequence(0, to: i, count: prompt.count) }
         // Sequence 0's cache beyond the prompt is about to be overwritten by its continuation.
         cachedTokens = prompt
+        let first = transformer.logits
+        return try decode(prompts: Array(repeating: prompt, count: count), logits: Array(repeating: first, count: count),
+                          evaluated: [evaluated] + Array(repeating: 0, count: count - 1), options: options,
+                          start: start, afterPrompt: afterPrompt)
+    }
 
+    /// One continuation of each prompt, decoded together (PPO's rollouts: a batch of different
+    /// prompts). Each prompt is computed into its own sequence's cache (a prompt equal to an
+    /// earlier one is copied, not recomputed); continuation i samples with seed
+    /// `options.sampling.seed + i`.
+    public func samples(prompts: [[Int]], options: GenerationOptions) throws -> [GenerationResult] {
+        guard (1...transformer.sequences).contains(prompts.count) else {
+            throw LlamaError.invalidArgument("\(prompts.count) prompts at once need a generator with that many sequences (it has \(transformer.sequences))")
+        }
+        for p in prompts {
+            guard !p.isEmpty else { throw LlamaError.invalidArgument("a prompt is empty") }
+            guard p.count <= contextLength else { throw LlamaError.promptTooLong(tokens: p.count, contextLength: contextLength) }
+        }
+        let start = DispatchTime.now()
+        var logits: [[Float]] = [], evaluated: [Int] = []
+        for (i, p) in prompts.enumerated() {
+            if let j = prompts[..<i].firstIndex(of: p) {
+                try transformer.copySequence(j, to: i, count: p.count)
+                logits.append(logits[j])
+                evaluated.append(0)
+            } else {
+                try transformer.forward(tokens: p, startPosition: 0, sequence: i)
+                logits.append(transformer.logits)
+                evaluated.append(p.count)
+            }
+        }
+        cachedTokens = []  // sequence 0's cache now holds other tokens than a `prefill` left there
+        return try decode(prompts: prompts, logits: logits, evaluated: evaluated, options: options,
+                          start: start, afterPrompt: DispatchTime.now())
+    }
+
+    /// Samples continuation i after `prompts[i]`, whose keys and values are in sequence i's
+    /// cache and whose next-token logits are `logits[i]`.
+    private func decode(prompts: [[Int]], logits first: [[Float]], evaluated: [Int], options: GenerationOptions,
+                        start: DispatchTime, afterPrompt: DispatchTime) throws -> [GenerationResult] {
+        let count = prompts.count
         struct Sample {
             var result = GenerationResult()
             var sampler: Sampler
@@ -151,9 +194,9 @@ public final class Generator: @unchecked Sendable {
             var sampling = options.sampling
             sampling.seed &+= UInt64(i)
             var state = Sample(sampler: Sampler(sampling), decoder: StreamingDecoder(tokenizer: model.tokenizer),
-                               stops: StopStringFilter(options.stopStrings), history: prompt, logits: transformer.logits)
-            state.result.promptTokens = prompt.count
-            state.result.promptTokensEvaluated = i == 0 ? evaluated : 0
+                               stops: StopStringFilter(options.stopStrings), history: prompts[i], logits: first[i])
+            state.result.promptTokens = prompts[i].count
+            state.result.promptTokensEvaluated = evaluated[i]
             state.result.promptSeconds = seconds(start, afterPrompt)
             return state
         }
@@ -167,6 +210,7 @@ public final class Generator: @unchecked Sendable {
                     let token = s.sampler.sample(s.logits, history: s.history)
                     if options.stopTokens.contains(token) || token == model.tokenizer.eosID {
                         s.result.finishReason = .stop
+                        s.result.stopToken = token
                         s.done = true
                     } else {
                         s.result.tokens.append(token)

@@ -35,6 +35,16 @@ public final class Model: @unchecked Sendable {
               chatTemplate: chatTemplate, name: name, metadata: metadata)
     }
 
+    /// The same model (tokenizer, template, name) with other weights of the same shape: a
+    /// policy being trained, generating with its current parameters.
+    public func replacingWeights(_ weights: Weights) throws -> Model {
+        guard weights.config == self.weights.config else {
+            throw LlamaError.invalidArgument("the new weights' shape differs from \(name)'s")
+        }
+        return Model(path: path, format: format, weights: weights, tokenizer: tokenizer, chatTemplate: chatTemplate,
+                     name: name, metadata: metadata)
+    }
+
     public init(path: String, tokenizerPath: String? = nil) throws {
         self.path = path
         format = try ModelLoader.detectFormat(path: path)
