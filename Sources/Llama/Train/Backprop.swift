@@ -30,6 +30,10 @@ public final class BackpropModel: @unchecked Sendable {
     }
     /// Whether this pass trains (LoRA dropout applies) or only evaluates.
     public var training = true
+    /// With false, forward passes leave the LoRA branches out: the base model, which is PPO's
+    /// frozen reference policy when the policy is trained through adapters (one copy of the
+    /// weights serves both). Backward passes need it true.
+    public var loraEnabled = true
     var config: ModelConfig { parameters.config }
     var layout: ParameterLayout { parameters.layout }
 
@@ -174,6 +178,82 @@ public final class BackpropModel: @unchecked Sendable {
         return try forward(tokens: tokens, targets: targets, gradScale: 0)
     }
 
+    // MARK: Policy and value head (PPO)
+
+    /// PPO's value head on the final hidden states (after the last RMSNorm, where transformers'
+    /// `AutoModelForCausalLMWithValueHead` reads them): `dim` weights, then a bias. The trunk is
+    /// the policy's, so the value loss trains it too (TRL's shared-trunk layout).
+    public var valueHead: FloatBuffer? {
+        didSet { precondition(valueHead.map { $0.count == config.dim + 1 } ?? true, "a value head has dim + 1 values") }
+    }
+    private var pendingPolicyBackward = false
+
+    /// The forward half of a policy-gradient step: each row's log-probability of its target,
+    /// the entropy of its distribution (0 for ignored targets) and, with a value head, its value.
+    /// `policyBackward` then adds the gradient of any loss written in these.
+    public func policyForward(tokens: [Int], targets: [Int]) throws -> (logProbs: [Float], entropies: [Float], values: [Float]) {
+        // With gradScale 1 and no weights each row of `logits` is left holding p − onehot(target),
+        // the gradient of −log p(target); the backward half scales it per row.
+        try forward(tokens: tokens, targets: targets, gradScale: 1)
+        pendingPolicyBackward = true
+        let r = rowResults(targets)
+        return (r.logProbs, r.entropies, rowValues())
+    }
+
+    private func rowValues() -> [Float] {
+        guard let head = valueHead else { return [] }
+        let d = config.dim, w = head.pointer, x = finalNorm.pointer
+        return (0..<rows).map { r in
+            var sum = w[d]
+            for j in 0..<d { sum += w[j] * x[r * d + j] }
+            return sum
+        }
+    }
+
+    /// The backward half, right after `policyForward` on the same batch: adds d loss / dθ to
+    /// `gradients` (and the value head's to `valueGradients`), given d loss / d log p for each
+    /// row and d loss / d value (nil: no value loss).
+    public func policyBackward(tokens: [Int], dLogProbs: [Float], dValues: [Float]?, into gradients: FloatBuffer,
+                               valueGradients: FloatBuffer?) throws {
+        guard pendingPolicyBackward else {
+            throw LlamaError.invalidArgument("policyBackward needs the policyForward of the same batch just before it")
+        }
+        pendingPolicyBackward = false
+        let c = config, n = rows, v = c.vocabSize, d = c.dim
+        guard dLogProbs.count == n, (dValues?.count ?? n) == n else {
+            throw LlamaError.invalidArgument("a policy batch needs \(n) log-probability gradients and values, got \(dLogProbs.count) and \(dValues?.count ?? n)")
+        }
+        // d loss / d logits = (d loss / d log p) · (onehot − p) = −(d loss / d log p) · (p − onehot).
+        let lp = SendablePointer(logits.pointer)
+        let chunks = min(n, 4 * pool.threadCount)
+        dLogProbs.withUnsafeBufferPointer { db in
+            let dp = SendablePointer(UnsafeMutablePointer(mutating: db.baseAddress!))
+            pool.parallelFor(chunks) { chunk in
+                for r in (chunk * n / chunks)..<((chunk + 1) * n / chunks) {
+                    let row = lp.pointer + r * v, scale = -dp.pointer[r]
+                    for j in 0..<v { row[j] *= scale }
+                }
+            }
+        }
+        linearBackward(dy: logits, x: finalNorm, w: parameters.values.pointer + layout.output, dw: gradients.pointer + layout.output,
+                       out: v, in: d, dx: dNorm, accumulate: false)
+        if let dValues, let head = valueHead {
+            guard let valueGradients, valueGradients.count == d + 1 else {
+                throw LlamaError.invalidArgument("value gradients need a buffer of dim + 1 values")
+            }
+            let w = head.pointer, g = valueGradients.pointer
+            for r in 0..<n where dValues[r] != 0 {
+                let dv = dValues[r]
+                for j in 0..<d {
+                    dNorm[r * d + j] += dv * w[j]
+                    g[j] += dv * finalNorm[r * d + j]
+                }
+                g[d] += dv
+            }
+        }
+        backwardTrunk(tokens: tokens, gradients: gradients)
+    }
+
     // MARK: Reward head
 
     /// The reward head's scalar at `positions` (row indices into the batch, one per sequence
@@ -217,6 +297,7 @@ public final class BackpropModel: @unchecked Sendable {
     @discardableResult
     private func forward(tokens: [Int], targets: [Int], gradScale: Float, weights: [Float]? = nil) throws -> (lossSum: Double, count: Int) {
         let c = config, n = rows
+        pendingPolicyBackward = false
         guard targets.count == n else {
             throw LlamaError.invalidArgument("a training batch needs \(batchSize) × \(activeLength) = \(n) targets, got \(targets.count)")
         }
@@ -339,6 +420,7 @@ public final class BackpropModel: @unchecked Sendable {
 
     /// From d loss / d finalNorm (in `dNorm`) back to the embedding.
     private func backwardTrunk(tokens: [Int], gradients: FloatBuffer) {
+        precondition(loraEnabled || lora == nil, "a backward pass with the LoRA branches left out")
         let c = config, n = rows
         let p = parameters.values.pointer, g = gradients.pointer
         rmsnormBackward(dx: dx, dy: dNorm, x: final, rstd: finalRstd, w: p + layout.norm, dw: g + layout.norm, accumulate: false)
@@ -382,7 +464,7 @@ public final class BackpropModel: @unchecked Sendable {
                         lora target: (layer: Int, target: LoRATarget)? = nil) {
         gemm(m: rows, n: out, k: `in`, x.pointer, lda: `in`, aTransposed: false, w, ldb: `in`, bTransposed: true,
              y.pointer, ldc: out, accumulate: false, pool: pool)
-        if let target, let lora, let i = lora.adapterIndex(layer: target.layer, target.target) {
+        if let target, let lora, loraEnabled, let i = lora.adapterIndex(layer: target.layer, target.target) {
             loraForward(i, x: x, y: y)
         }
     }
