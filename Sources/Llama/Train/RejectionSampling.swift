@@ -7,15 +7,21 @@ import LlamaKernels
 /// - `{"prompt": text or [messages]}`;
 /// - `{"messages": [...]}`: a trailing assistant answer is dropped;
 /// - HH-RLHF `{"chosen": "\n\nHuman: …\n\nAssistant: …"}`: the dialogue before its last answer.
+///
+/// `"safety": true` on a line tags the prompt as adversarial (PPO then trains it towards the
+/// safety reward model's score).
 public struct PromptSet: Sendable {
     public struct Prompt: Sendable {
         public var messages: [ChatMessage]
         /// The line of the file.
         public var line: Int
+        /// Tagged as a safety (adversarial) prompt.
+        public var safety: Bool
 
-        public init(messages: [ChatMessage], line: Int) {
+        public init(messages: [ChatMessage], line: Int, safety: Bool = false) {
             self.messages = messages
             self.line = line
+            self.safety = safety
         }
     }
 
@@ -50,7 +56,8 @@ public struct PromptSet: Sendable {
                 skipped += 1
                 continue
             }
-            prompts.append(Prompt(messages: conversation, line: n + 1))
+            guard object["safety"].map({ $0.bool != nil }) ?? true else { throw bad("'safety' is not true or false") }
+            prompts.append(Prompt(messages: conversation, line: n + 1, safety: object["safety"]?.bool ?? false))
         }
         guard !prompts.isEmpty else {
             throw LlamaError.invalidArgument("\(path): no prompts (\(skipped) conversations do not end with a non-empty user message)")
@@ -75,8 +82,13 @@ public struct RewardScorer {
 
     /// Rewards of `answers` to the conversation `prompt`, in order.
     public func score(prompt: [ChatMessage], answers: [String]) throws -> [Float] {
-        let sequences = try answers.map { answer in
-            Array(try PreferenceData.sequence(prompt + [ChatMessage(.assistant, answer)], format: format, tokenizer: tokenizer,
+        try score(answers.map { (prompt, $0) })
+    }
+
+    /// Rewards of answers to different conversations, in order, as few batches as fit.
+    public func score(_ items: [(prompt: [ChatMessage], answer: String)]) throws -> [Float] {
+        let sequences = try items.map { item in
+            Array(try PreferenceData.sequence(item.prompt + [ChatMessage(.assistant, item.answer)], format: format, tokenizer: tokenizer,
                                               defaultSystem: nil).suffix(model.sequenceLength))
         }
         var rewards: [Float] = []
