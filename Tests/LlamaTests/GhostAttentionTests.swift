@@ -37,6 +37,37 @@ final class GhostAttentionTests: XCTestCase {
         XCTAssertFalse(both.isKept(by: "yes, it is"))
     }
 
+    /// `--repair`: answers rewritten by program keep the rule, and rules no program can enforce
+    /// (a language, or checks that undo each other) give nil.
+    func testEnforcedAnswersKeepTheRule() {
+        typealias I = GhostAttention.Instruction
+        func rule(_ checks: GhostAttention.Check...) -> I { I(family: "t", text: "t", checks: checks) }
+        XCTAssertEqual(rule(.lowercase).enforced(on: " Hello World! "), "hello world!")
+        XCTAssertEqual(rule(.uppercase).enforced(on: "Hello"), "HELLO")
+        XCTAssertEqual(rule(.noCommas).enforced(on: "Yes, of course,really."), "Yes of course really.")
+        XCTAssertEqual(rule(.startsWith("Indeed")).enforced(on: "The sky is blue."), "Indeed, the sky is blue.")
+        XCTAssertEqual(rule(.startsWith("Indeed")).enforced(on: "I think so."), "Indeed, I think so.")
+        XCTAssertEqual(rule(.startsWith("Indeed")).enforced(on: "NASA says so."), "Indeed, NASA says so.")
+        XCTAssertEqual(rule(.startsWith("Indeed")).enforced(on: "Indeed it is."), "Indeed it is.")
+        XCTAssertEqual(rule(.endsWith("Amen")).enforced(on: "Go well."), "Go well. Amen.")
+        XCTAssertEqual(rule(.endsWith("Amen")).enforced(on: "Go well"), "Go well. Amen.")
+        XCTAssertEqual(rule(.maxWords(5)).enforced(on: "One two three. Four five six seven."), "One two three.")
+        XCTAssertEqual(rule(.maxWords(5)).enforced(on: "one two three four five six"), "one two three four five.")
+        XCTAssertNil(rule(.language("fr")).enforced(on: "Hello there, how are you?"))
+        XCTAssertEqual(rule(.language("fr")).enforced(on: "Je suis très content, et vous?"), "Je suis très content, et vous?")
+        // Combined: word rules, then case, then commas.
+        XCTAssertEqual(rule(.uppercase, .startsWith("Indeed")).enforced(on: "the answer"), "INDEED, THE ANSWER")
+        XCTAssertEqual(rule(.noCommas, .startsWith("Indeed")).enforced(on: "x y"), "Indeed x y")
+        XCTAssertNil(rule(.maxWords(3), .endsWith("Amen")).enforced(on: "a b c d e"), "the added word breaks the limit")
+        XCTAssertNil(rule(.lowercase).enforced(on: "  "))
+        for text in ["Hello, World.", "I am here", "what?"] {
+            for r in [rule(.lowercase), rule(.uppercase), rule(.noCommas), rule(.startsWith("Indeed")), rule(.endsWith("Amen")),
+                      rule(.maxWords(2))] {
+                if let fixed = r.enforced(on: text) { XCTAssertTrue(r.isKept(by: fixed), "\(r.checks) on \(text): \(fixed)") }
+            }
+        }
+    }
+
     func testInstructionFileAndDraws() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("gatt-\(UUID().uuidString).jsonl")
         try Data("""

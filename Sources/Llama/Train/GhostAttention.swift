@@ -23,6 +23,27 @@ public enum GhostAttention {
 
         /// Whether `answer` keeps every checkable part of the instruction.
         public func isKept(by answer: String) -> Bool { checks.allSatisfy { $0.holds(answer) } }
+
+        /// `answer` rewritten by program to keep every check (word rules first, then letter case,
+        /// then commas), or nil when a check cannot be enforced (a language) or the result
+        /// still fails one.
+        public func enforced(on answer: String) -> String? {
+            let order: (Check) -> Int = {
+                switch $0 {
+                case .maxWords: 0
+                case .startsWith, .endsWith: 1
+                case .lowercase, .uppercase: 2
+                case .noCommas: 3
+                case .language: 4
+                }
+            }
+            var text = answer.trimmingCharacters(in: .whitespacesAndNewlines)
+            for check in checks.sorted(by: { order($0) < order($1) }) {
+                guard let next = check.enforced(on: text) else { return nil }
+                text = next
+            }
+            return isKept(by: text) ? text : nil
+        }
     }
 
     /// What a program can verify in an answer.
@@ -65,6 +86,40 @@ public enum GhostAttention {
             case .endsWith(let w): "ends_with:\(w)"
             case .maxWords(let n): "max_words:\(n)"
             case .language(let l): "language:\(l)"
+            }
+        }
+
+        /// `answer` rewritten to keep this rule alone, or nil for a language (no program translates).
+        public func enforced(on answer: String) -> String? {
+            let text = answer.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !text.isEmpty else { return nil }
+            switch self {
+            case .lowercase: return text.lowercased()
+            case .uppercase: return text.uppercased()
+            case .noCommas:
+                return text.replacingOccurrences(of: ",", with: " ").split(separator: " ", omittingEmptySubsequences: true)
+                    .joined(separator: " ")
+            case .startsWith(let w):
+                if holds(text) { return text }
+                // "Indeed, the answer…": the old first letter lowered unless it starts "I" or an acronym.
+                let first = text.prefix { !$0.isWhitespace }
+                let keepCase = first == "I" || first.hasPrefix("I'") || (first.count > 1 && first == first.uppercased())
+                return w + ", " + (keepCase ? text : text.prefix(1).lowercased() + text.dropFirst())
+            case .endsWith(let w):
+                if holds(text) { return text }
+                return text + (text.last.map { ".!?".contains($0) } ?? false ? " " : ". ") + w + "."
+            case .maxWords(let n):
+                if holds(text) { return text }
+                // The first n words, cut after the last sentence that ends within them when there is one.
+                let words = text.split(whereSeparator: \.isWhitespace).prefix(n)
+                var cut = words.joined(separator: " ")
+                if let end = cut.lastIndex(where: { ".!?".contains($0) }), cut.distance(from: cut.startIndex, to: end) > 0 {
+                    cut = String(cut[...end])
+                } else if let last = cut.last, !".!?".contains(last) {
+                    cut = cut.trimmingCharacters(in: CharacterSet.punctuationCharacters) + "."
+                }
+                return cut
+            case .language: return holds(text) ? text : nil
             }
         }
 
