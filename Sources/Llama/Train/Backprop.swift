@@ -218,11 +218,14 @@ public final class BackpropModel: @unchecked Sendable {
         guard pendingPolicyBackward else {
             throw LlamaError.invalidArgument("policyBackward needs the policyForward of the same batch just before it")
         }
-        pendingPolicyBackward = false
         let c = config, n = rows, v = c.vocabSize, d = c.dim
         guard dLogProbs.count == n, (dValues?.count ?? n) == n else {
             throw LlamaError.invalidArgument("a policy batch needs \(n) log-probability gradients and values, got \(dLogProbs.count) and \(dValues?.count ?? n)")
         }
+        if dValues != nil, valueHead != nil, valueGradients?.count != d + 1 {
+            throw LlamaError.invalidArgument("value gradients need a buffer of dim + 1 values")
+        }
+        pendingPolicyBackward = false
         // d loss / d logits = (d loss / d log p) · (onehot − p) = −(d loss / d log p) · (p − onehot).
         let lp = SendablePointer(logits.pointer)
         let chunks = min(n, 4 * pool.threadCount)
@@ -238,10 +241,7 @@ public final class BackpropModel: @unchecked Sendable {
         linearBackward(dy: logits, x: finalNorm, w: parameters.values.pointer + layout.output, dw: gradients.pointer + layout.output,
                        out: v, in: d, dx: dNorm, accumulate: false)
         if let dValues, let head = valueHead {
-            guard let valueGradients, valueGradients.count == d + 1 else {
-                throw LlamaError.invalidArgument("value gradients need a buffer of dim + 1 values")
-            }
-            let w = head.pointer, g = valueGradients.pointer
+            let w = head.pointer, g = valueGradients!.pointer
             for r in 0..<n where dValues[r] != 0 {
                 let dv = dValues[r]
                 for j in 0..<d {
