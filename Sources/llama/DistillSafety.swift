@@ -29,23 +29,12 @@ struct DistillSafety: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @OptionGroup var sampling: SamplingOptionGroup
 
-    @Option(help: "Adversarial prompts (JSONL).")
-    var prompts: String
-
-    @Option(help: "Skip the first N prompts.")
-    var skip: Int = 0
-
-    @Option(help: "Use at most N prompts.")
-    var limit: Int?
+    @OptionGroup(title: "Adversarial prompts") var promptFile: PromptFileOptions
 
     @Option(help: "The safety pre-prompt (a system message while sampling).")
     var preprompt: String = DistillSafety.defaultPreprompt
 
-    @Option(help: "Safety reward model: a directory written by `llama reward train` (its tokenizer is --model's).")
-    var reward: String
-
-    @Option(help: "Tokens the reward model reads (the --seq it was trained with).")
-    var rewardSeq: Int = 512
+    @OptionGroup(title: "The safety reward model") var rewardModel: RewardModelOptions
 
     @Option(name: [.customShort("k"), .customLong("samples")], help: "Answers sampled with and without the pre-prompt, each.")
     var samples: Int = 1
@@ -77,26 +66,17 @@ struct DistillSafety: ParsableCommand {
 
     func run() throws {
         _ = try fineTune.lora.config()
-        guard samples >= 1, maxTokens >= 1, maxPrompt >= 1, rewardSeq >= 8, skip >= 0, (limit ?? 1) >= 1,
-              !preprompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-            throw ValidationError("--samples, --max-tokens, --max-prompt, --limit must be positive, --reward-seq at least 8, --skip not negative, --preprompt not empty")
+        guard samples >= 1, maxTokens >= 1, maxPrompt >= 1, !preprompt.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+            throw ValidationError("--samples, --max-tokens and --max-prompt must be positive, --preprompt not empty")
         }
         Interrupt.install()
         let m = try model.load()
         let pool = try model.pool()
         let format = try chatFormat(named: template, for: m)
         let defaultSystem = ChatFormat.defaultSystemPrompt(template: m.chatTemplate)
-        let loaded = try PromptSet.load(prompts)
-        var set = loaded.prompts.dropFirst(skip)
-        if let limit { set = set.prefix(limit) }
-        guard !set.isEmpty else { throw ValidationError("no prompts left after --skip \(skip)") }
-        let rmParams = try RewardModel.loadParameters(directory: reward)
-        guard rmParams.config.vocabSize == m.config.vocabSize else {
-            throw ValidationError("the reward model's vocabulary (\(rmParams.config.vocabSize)) is not the model's (\(m.config.vocabSize)): it must share --model's tokenizer")
-        }
-        let rm = RewardModel(parameters: rmParams, pairsPerBatch: samples, sequenceLength: rewardSeq,
-                             padToken: RewardModel.padToken(for: m.tokenizer), pool: pool)
-        let scorer = RewardScorer(model: rm, format: format, tokenizer: m.tokenizer)
+        let set = try promptFile.load()
+        // The answers with and without the pre-prompt are scored together.
+        let scorer = try rewardModel.scorer(for: m, format: format, sequences: 2 * samples, pool: pool)
         let generator = Generator(model: m, contextLength: min(m.config.contextLength, maxPrompt + maxTokens), sequences: samples, pool: pool)
         var options = GenerationOptions()
         options.maxTokens = maxTokens
@@ -107,7 +87,7 @@ struct DistillSafety: ParsableCommand {
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let records = try JSONLines(path: out + "/samples.jsonl")
         let distilled = try JSONLines(path: out + "/distilled.jsonl")
-        note("\(prompts): \(set.count) prompts, \(samples) answer(s) with and without the pre-prompt each; safety reward model \(reward)")
+        note("\(promptFile.prompts): \(set.count) prompts, \(samples) answer(s) with and without the pre-prompt each; safety reward model \(rewardModel.reward)")
         var with: [Double] = [], without: [Double] = [], differences: [Double] = []
         var kept = 0, tooLong = 0, done = 0
         let start = DispatchTime.now().uptimeNanoseconds
@@ -155,7 +135,7 @@ struct DistillSafety: ParsableCommand {
         let w = MeanInterval(with), wo = MeanInterval(without), d = MeanInterval(differences)
         let summary: [String: Any] = [
             "prompts": done, "kept": kept, "samples": samples, "prompts_too_long": tooLong, "preprompt": preprompt, "seed": baseSeed,
-            "model": m.path, "reward_model": reward,
+            "model": m.path, "reward_model": rewardModel.reward,
             "mean_reward_with_preprompt": ["mean": w.mean, "ci95": [w.low, w.high]],
             "mean_reward_without_preprompt": ["mean": wo.mean, "ci95": [wo.low, wo.high]],
             "difference": ["mean": d.mean, "ci95": [d.low, d.high], "n": d.count]]

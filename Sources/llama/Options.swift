@@ -206,3 +206,56 @@ func readStandardInput() throws -> String {
     guard let s = String(data: data, encoding: .utf8) else { throw LlamaError.invalidUTF8(what: "standard input") }
     return s
 }
+
+/// The prompt file a sampling command reads (rejection-sample, distill-safety, ppo) and which of
+/// its prompts to use.
+struct PromptFileOptions: ParsableArguments {
+    @Option(help: """
+        Prompts (JSONL): {"prompt": text or messages}, {"messages": […]} (a last assistant answer is \
+        dropped) or an HH-RLHF {"chosen": dialogue} (the dialogue before its last answer).
+        """)
+    var prompts: String
+    @Option(help: "Skip the first N prompts.")
+    var skip: Int = 0
+    @Option(help: "Use at most N prompts.")
+    var limit: Int?
+
+    func validate() throws {
+        guard skip >= 0, (limit ?? 1) >= 1 else { throw ValidationError("--skip must not be negative, --limit must be positive") }
+    }
+
+    /// The prompts after --skip, at most --limit of them.
+    func load() throws -> [PromptSet.Prompt] {
+        let loaded = try PromptSet.load(prompts)
+        if loaded.skipped > 0 { note("\(prompts): \(loaded.skipped) conversations that do not end with a user message left out") }
+        var set = loaded.prompts.dropFirst(skip)
+        if let limit { set = set.prefix(limit) }
+        guard !set.isEmpty else { throw ValidationError("\(prompts): no prompts left after --skip \(skip)") }
+        return Array(set)
+    }
+}
+
+/// The reward model a sampling command scores answers with.
+struct RewardModelOptions: ParsableArguments {
+    @Option(help: "Reward model: a directory written by `llama reward train` (its tokenizer is --model's).")
+    var reward: String
+    @Option(help: "Tokens the reward model reads (the --seq it was trained with); longer dialogues keep their last tokens.")
+    var rewardSeq: Int = 512
+
+    func validate() throws {
+        guard rewardSeq >= 8 else { throw ValidationError("--reward-seq must be at least 8") }
+    }
+
+    /// A scorer for `model`'s answers, reading `sequences` dialogues per pass; `directory`
+    /// instead of --reward for a second model.
+    func scorer(_ directory: String? = nil, for model: Model, format: ChatFormat, sequences: Int, pool: ThreadPool) throws -> RewardScorer {
+        let directory = directory ?? reward
+        let parameters = try RewardModel.loadParameters(directory: directory)
+        guard parameters.config.vocabSize == model.config.vocabSize else {
+            throw ValidationError("the reward model \(directory) has a vocabulary of \(parameters.config.vocabSize), the model \(model.config.vocabSize): it must share --model's tokenizer")
+        }
+        let rm = RewardModel(parameters: parameters, pairsPerBatch: max(1, (sequences + 1) / 2), sequenceLength: rewardSeq,
+                             padToken: RewardModel.padToken(for: model.tokenizer), pool: pool)
+        return RewardScorer(model: rm, format: format, tokenizer: model.tokenizer)
+    }
+}

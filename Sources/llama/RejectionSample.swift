@@ -28,20 +28,8 @@ struct RejectionSample: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @OptionGroup var sampling: SamplingOptionGroup
 
-    @Option(help: "Prompts (JSONL).")
-    var prompts: String
-
-    @Option(help: "Skip the first N prompts.")
-    var skip: Int = 0
-
-    @Option(help: "Use at most N prompts.")
-    var limit: Int?
-
-    @Option(help: "Reward model: a directory written by `llama reward train` (its tokenizer is --model's).")
-    var reward: String
-
-    @Option(help: "Tokens the reward model reads (the --seq it was trained with); longer dialogues keep their last tokens.")
-    var rewardSeq: Int = 512
+    @OptionGroup var promptFile: PromptFileOptions
+    @OptionGroup var rewardModel: RewardModelOptions
 
     @Option(name: [.customShort("k"), .customLong("samples")], help: "Answers sampled per prompt.")
     var samples: Int = 4
@@ -74,27 +62,16 @@ struct RejectionSample: ParsableCommand {
 
     func run() throws {
         _ = try fineTune.lora.config()  // bad LoRA options fail before sampling, not after
-        guard samples >= 1, maxTokens >= 1, maxPrompt >= 1, rewardSeq >= 8, skip >= 0, (limit ?? 1) >= 1 else {
-            throw ValidationError("--samples, --max-tokens, --max-prompt, --limit must be positive, --reward-seq at least 8, --skip not negative")
+        guard samples >= 1, maxTokens >= 1, maxPrompt >= 1 else {
+            throw ValidationError("--samples, --max-tokens and --max-prompt must be positive")
         }
         Interrupt.install()
         let m = try model.load()
         let pool = try model.pool()
         let format = try chatFormat(named: template, for: m)
         let defaultSystem = ChatFormat.defaultSystemPrompt(template: m.chatTemplate)
-        let loaded = try PromptSet.load(prompts)
-        if loaded.skipped > 0 { note("\(prompts): \(loaded.skipped) conversations that do not end with a user message left out") }
-        var set = loaded.prompts.dropFirst(skip)
-        if let limit { set = set.prefix(limit) }
-        guard !set.isEmpty else { throw ValidationError("no prompts left after --skip \(skip)") }
-
-        let rmParams = try RewardModel.loadParameters(directory: reward)
-        guard rmParams.config.vocabSize == m.config.vocabSize else {
-            throw ValidationError("the reward model's vocabulary (\(rmParams.config.vocabSize)) is not the model's (\(m.config.vocabSize)): it must share --model's tokenizer")
-        }
-        let rm = RewardModel(parameters: rmParams, pairsPerBatch: max(1, (samples + 1) / 2), sequenceLength: rewardSeq,
-                             padToken: RewardModel.padToken(for: m.tokenizer), pool: pool)
-        let scorer = RewardScorer(model: rm, format: format, tokenizer: m.tokenizer)
+        let set = try promptFile.load()
+        let scorer = try rewardModel.scorer(for: m, format: format, sequences: samples, pool: pool)
         let generator = Generator(model: m, contextLength: min(m.config.contextLength, maxPrompt + maxTokens), sequences: samples, pool: pool)
         var options = GenerationOptions()
         options.maxTokens = maxTokens
@@ -105,7 +82,7 @@ struct RejectionSample: ParsableCommand {
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         let records = try JSONLines(path: out + "/samples.jsonl")
         let kept = try JSONLines(path: out + "/best.jsonl")
-        note("\(prompts): \(set.count) prompts, \(samples) samples each (temperature \(sampling.temperature), seed \(baseSeed)); reward model \(reward)")
+        note("\(promptFile.prompts): \(set.count) prompts, \(samples) samples each (temperature \(sampling.temperature), seed \(baseSeed)); reward model \(rewardModel.reward)")
 
         let start = DispatchTime.now().uptimeNanoseconds
         var all: [Double] = [], best: [Double] = [], perPrompt: [Int: Double] = [:], ended: [Double] = []
@@ -170,7 +147,7 @@ struct RejectionSample: ParsableCommand {
             "mean_reward_of_ended": endedReward.count == 0 ? ["mean": NSNull(), "ci95": NSNull(), "n": 0] as [String: Any]
                 : ["mean": endedReward.mean, "ci95": [endedReward.low, endedReward.high], "n": endedReward.count],
             "prompts": done, "samples_per_prompt": samples, "prompts_too_long": tooLong, "prompts_without_finished_answer": noneFinished, "temperature": Double(sampling.temperature),
-            "seed": baseSeed, "model": m.path, "reward_model": reward,
+            "seed": baseSeed, "model": m.path, "reward_model": rewardModel.reward,
             "mean_reward": ["mean": allReward.mean, "ci95": [allReward.low, allReward.high], "n": allReward.count],
             "mean_best_reward": ["mean": bestReward.mean, "ci95": [bestReward.low, bestReward.high], "n": bestReward.count],
             "seconds": Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9]
