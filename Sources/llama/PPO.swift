@@ -35,23 +35,15 @@ struct PPOCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
 
-    @Option(help: "Training prompts (JSONL, the shapes rejection-sample reads).")
-    var prompts: String
-    @Option(help: "Skip the first N prompts.")
-    var skip: Int = 0
-    @Option(help: "Use at most N prompts.")
-    var limit: Int?
+    @OptionGroup(title: "Training prompts") var promptFile: PromptFileOptions
     @Flag(help: "Treat every prompt as a safety prompt.")
     var safetyPrompts = false
 
-    @Option(help: "Reward model (a `llama reward train` directory): helpfulness, or the only one.")
-    var reward: String
+    @OptionGroup(title: "Reward model (helpfulness, or the only one)") var rewardModel: RewardModelOptions
     @Option(help: "Safety reward model; with it, Rc follows Llama 2's rule between the two.")
     var safetyReward: String?
     @Option(help: "σ(safety score) below this makes the safety score count.")
     var safetyThreshold: Float = 0.15
-    @Option(help: "Tokens the reward models read (their training --seq); longer dialogues keep their last tokens.")
-    var rewardSeq: Int = 512
     @Option(help: """
         Subtracted from Rc of an answer cut off by --max-tokens (TRL's missing_eos_penalty): a \
         reward model that scores unfinished answers high otherwise teaches the policy to run on.
@@ -122,12 +114,15 @@ struct PPOCommand: ParsableCommand {
     /// What a checkpoint keeps besides the trainer: the reward statistics the whitening uses.
     struct State: Codable {
         var moments: RunningMoments
+        /// The held-out rewards (less the EOS penalty) of the first evaluation, per prompt: later
+        /// evaluations are paired against them.
+        var heldOutStart: [Float]?
     }
 
     func validate() throws {
-        guard iterations >= 1, batch >= 1, maxTokens >= 1, maxPrompt >= 1, rewardSeq >= 8, skip >= 0, heldOutSkip >= 0,
-              heldOutLimit >= 1, evalEvery >= 1, saveEvery >= 0, (limit ?? 1) >= 1, temperature > 0, loraRank >= 1 else {
-            throw ValidationError("--iterations, --batch, --max-tokens, --max-prompt, --limit, --held-out-limit, --eval-every, --lora-rank and --temp must be positive, --reward-seq at least 8")
+        guard iterations >= 1, batch >= 1, maxTokens >= 1, maxPrompt >= 1, heldOutSkip >= 0, heldOutLimit >= 1, evalEvery >= 1,
+              saveEvery >= 0, temperature > 0, loraRank >= 1, missingEosPenalty >= 0 else {
+            throw ValidationError("--iterations, --batch, --max-tokens, --max-prompt, --held-out-limit, --eval-every, --lora-rank and --temp must be positive, --held-out-skip, --save-every and --missing-eos-penalty not negative")
         }
         guard batch <= 32 else { throw ValidationError("--batch is at most 32 (the rollouts of an iteration are decoded together)") }
     }
@@ -141,34 +136,25 @@ struct PPOCommand: ParsableCommand {
         let stopTokens = format.stopTokens(m.tokenizer)
 
         // Prompts rendered once; those longer than --max-prompt are left out.
-        func promptSet(_ path: String, skip: Int, limit: Int?) throws -> [(prompt: PromptSet.Prompt, tokens: [Int])] {
-            let loaded = try PromptSet.load(path)
-            var set = loaded.prompts.dropFirst(skip)
-            if let limit { set = set.prefix(limit) }
+        func rendered(_ prompts: [PromptSet.Prompt], from path: String) throws -> [(prompt: PromptSet.Prompt, tokens: [Int])] {
             var out: [(PromptSet.Prompt, [Int])] = [], tooLong = 0
-            for p in set {
+            for p in prompts {
                 let tokens = try format.render(p.messages, tokenizer: m.tokenizer, defaultSystem: defaultSystem)
                 if tokens.count <= maxPrompt { out.append((p, tokens)) } else { tooLong += 1 }
             }
             note("\(path): \(out.count) prompts" + (tooLong > 0 ? " (\(tooLong) longer than --max-prompt \(maxPrompt) left out)" : ""))
-            guard !out.isEmpty else { throw ValidationError("\(path): no prompt within --max-prompt \(maxPrompt) tokens after --skip \(skip)") }
+            guard !out.isEmpty else { throw ValidationError("\(path): no prompt within --max-prompt \(maxPrompt) tokens") }
             return out
         }
-        let train = try promptSet(prompts, skip: skip, limit: limit)
-        let heldOutSet = try heldOut.map { try promptSet($0, skip: heldOutSkip, limit: heldOutLimit) }
-
-        func rewardModel(_ directory: String) throws -> RewardScorer {
-            let p = try RewardModel.loadParameters(directory: directory)
-            guard p.config.vocabSize == m.config.vocabSize else {
-                throw ValidationError("the reward model \(directory) has a vocabulary of \(p.config.vocabSize), the policy \(m.config.vocabSize): it must share --model's tokenizer")
-            }
-            let rm = RewardModel(parameters: p, pairsPerBatch: max(1, min(batch, 8) / 2), sequenceLength: rewardSeq,
-                                 padToken: RewardModel.padToken(for: m.tokenizer), pool: pool)
-            rm.cachesFrozenStates = false  // every answer is new
-            return RewardScorer(model: rm, format: format, tokenizer: m.tokenizer)
+        let train = try rendered(promptFile.load(), from: promptFile.prompts)
+        let heldOutSet = try heldOut.map { path in
+            let prompts = try PromptSet.load(path).prompts.dropFirst(heldOutSkip).prefix(heldOutLimit)
+            return try rendered(Array(prompts), from: path)
         }
-        let helpful = try rewardModel(reward)
-        let safe = try safetyReward.map(rewardModel)
+
+        let helpful = try rewardModel.scorer(for: m, format: format, sequences: min(batch, 8), pool: pool)
+        let safe = try safetyReward.map { try rewardModel.scorer($0, for: m, format: format, sequences: min(batch, 8), pool: pool) }
+        for scorer in [helpful] + (safe.map { [$0] } ?? []) { scorer.model.cachesFrozenStates = false }  // every answer is new
         /// Rc of each answer, and whether the safety model's score was used.
         func scores(_ items: [(prompt: PromptSet.Prompt, answer: String)]) throws -> (scores: [Float], safetyUsed: Int) {
             let h = try helpful.score(items.map { ($0.prompt.messages, $0.answer) })
@@ -219,7 +205,7 @@ struct PPOCommand: ParsableCommand {
         let rolloutLog = try JSONLines(path: out + "/rollouts.jsonl", append: resume)
         note(String(format: "policy %@ + LoRA rank %d (%@), %d adapter values; reward %@%@; %d iterations × %d prompts, mini-batch %d, lr %.1e, β %.3f",
                     m.name, trainer.adapters.config.rank, trainer.adapters.config.targets.map(\.rawValue).joined(separator: ","),
-                    trainer.adapters.count, reward, safetyReward.map { " + safety " + $0 } ?? "", iterations, batch,
+                    trainer.adapters.count, rewardModel.reward, safetyReward.map { " + safety " + $0 } ?? "", iterations, batch,
                     trainer.options.miniBatch, trainer.options.learningRate, trainer.options.klCoefficient))
 
         var options = GenerationOptions()
@@ -260,11 +246,24 @@ struct PPOCommand: ParsableCommand {
             let tokens = results.reduce(0) { $0 + $1.tokens.count }
             let cut = Double(results.filter { $0.finishReason != .stop }.count) / Double(results.count)
             let ended = MeanInterval(rc.indices.filter { results[$0].finishReason == .stop }.map { Double(rc[$0]) })
-            note(String(format: "held out @ iteration %d: mean reward %.4f (95%% %.4f…%.4f, %d prompts), KL %.3f (%.3f…%.3f), %.1f tokens, %.0f%% cut off, answers that ended %.4f (%d) (%.0f s)",
-                        trainer.iteration, reward.mean, reward.low, reward.high, reward.count, klInterval.mean, klInterval.low,
-                        klInterval.high, Double(tokens) / Double(results.count), 100 * cut, ended.mean, ended.count, seconds))
+            // What PPO maximises: the score less the penalty for an unfinished answer.
+            let perPrompt = rc.indices.map { rc[$0] - (results[$0].finishReason == .stop ? 0 : missingEosPenalty) }
+            let trained = MeanInterval(perPrompt.map(Double.init))
+            var paired: MeanInterval?
+            if let start = state.heldOutStart {
+                if start.count == perPrompt.count { paired = MeanInterval(zip(perPrompt, start).map { Double($0 - $1) }) }
+            } else {
+                state.heldOutStart = perPrompt
+            }
+            note(String(format: "held out @ iteration %d: mean reward %.4f (95%% %.4f…%.4f, %d prompts; less the EOS penalty %.4f), KL %.3f (%.3f…%.3f), %.1f tokens, %.0f%% cut off, answers that ended %.4f (%d) (%.0f s)",
+                        trainer.iteration, reward.mean, reward.low, reward.high, reward.count, trained.mean, klInterval.mean, klInterval.low,
+                        klInterval.high, Double(tokens) / Double(results.count), 100 * cut, ended.mean, ended.count, seconds)
+                 + (paired.map { String(format: "; against the first evaluation %+.4f (95%% %+.4f…%+.4f)", $0.mean, $0.low, $0.high) } ?? ""))
             try log.write(["eval": true, "iteration": trainer.iteration, "mean_reward": reward.mean, "ci95": [reward.low, reward.high],
                            "mean_reward_of_ended": ended.count > 0 ? ended.mean : NSNull(), "ended": ended.count,
+                           "mean_trained_reward": trained.mean, "trained_ci95": [trained.low, trained.high],
+                           "trained_rewards": perPrompt.map(Double.init),
+                           "paired_difference_from_first": paired.map { ["mean": $0.mean, "ci95": [$0.low, $0.high]] as [String: Any] } ?? NSNull(),
                            "n": reward.count, "kl": klInterval.mean, "kl_ci95": [klInterval.low, klInterval.high],
                            "mean_answer_tokens": Double(tokens) / Double(results.count), "cut_off_fraction": cut,
                            "peak_rss_bytes": Benchmark.peakResidentBytes])

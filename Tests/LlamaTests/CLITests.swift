@@ -217,6 +217,36 @@ final class CLITests: XCTestCase {
         XCTAssertNotEqual(nothing.status, 0)
         XCTAssertTrue(nothing.err.contains("no answer kept"), nothing.err)
 
+        // PPO with that reward model: iterations logged, the held-out prompts measured before and
+        // after each, the merged model and the adapters written, and a run that resumes.
+        let ppoArgs = ["ppo", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--limit", "4", "--reward", tmp + "/rm/hf",
+                       "--reward-seq", "128", "--batch", "2", "--mini-batch", "1", "-n", "6", "--max-prompt", "512",
+                       "--held-out", tmp + "/pairs.jsonl", "--held-out-skip", "4", "--held-out-limit", "2", "--eval-every", "1",
+                       "--lora-rank", "2", "--missing-eos-penalty", "1", "--lr", "1e-3"]
+        let ppo = try run(ppoArgs + ["--iterations", "2", "--out", tmp + "/ppo"])
+        XCTAssertEqual(ppo.status, 0, ppo.err)
+        func ppoLog() throws -> [[String: Any]] {
+            try String(contentsOfFile: tmp + "/ppo/log.jsonl", encoding: .utf8).split(separator: "\n")
+                .map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        }
+        var log = try ppoLog()
+        XCTAssertEqual(log.filter { $0["eval"] == nil }.compactMap { $0["iteration"] as? Int }, [1, 2])
+        XCTAssertEqual(log.filter { $0["eval"] != nil }.compactMap { $0["iteration"] as? Int }, [0, 1, 2])
+        XCTAssertTrue(log.allSatisfy { ($0["kl"] as? Double)?.isFinite == true && $0["mean_reward"] is Double }, "\(log)")
+        XCTAssertNotNil(log.last?["paired_difference_from_first"] as? [String: Any])
+        for file in ["model.gguf", "adapter/adapter_config.json", "checkpoint.ppockpt"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/ppo/" + file), file)
+        }
+        XCTAssertEqual(try String(contentsOfFile: tmp + "/ppo/rollouts.jsonl", encoding: .utf8).split(separator: "\n").count, 4)
+        let more = try run(ppoArgs + ["--iterations", "3", "--out", tmp + "/ppo", "--resume"])
+        XCTAssertEqual(more.status, 0, more.err)
+        XCTAssertTrue(more.err.contains("resuming") && more.err.contains("iteration 2"), more.err)
+        log = try ppoLog()
+        XCTAssertEqual(log.filter { $0["eval"] == nil }.compactMap { $0["iteration"] as? Int }, [1, 2, 3])
+        let none = try run(ppoArgs + ["--iterations", "1", "--out", tmp + "/ppo-none", "--resume"])
+        XCTAssertNotEqual(none.status, 0)
+        XCTAssertTrue(none.err.contains("checkpoint.ppockpt"), none.err)
+
         let noReward = try run(["rejection-sample", "-m", model, "--prompts", tmp + "/pairs.jsonl", "--reward", model, "--out", tmp + "/x"])
         XCTAssertNotEqual(noReward.status, 0)
         XCTAssertTrue(noReward.err.contains("score.weight"), noReward.err)
