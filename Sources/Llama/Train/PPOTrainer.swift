@@ -280,42 +280,21 @@ public final class PPOTrainer: @unchecked Sendable {
         var state: Data
     }
 
-    static let checkpointMagic = Array("LSPPO001".utf8)
+    static let checkpointMagic = "LSPPO001"
 
     /// Writes the adapters, the value head, both optimizers' moments and `state` atomically.
     public func save(to path: String, state: Data) throws {
         let header = CheckpointHeader(model: ModelShape(parameters.config), lora: adapters.config, options: options,
                                       sequenceLength: sequenceLength, iteration: iteration, optimizerSteps: optimizer.step,
                                       adapterCount: adapters.count, state: state)
-        let json = try JSONEncoder().encode(header)
-        try writeFileAtomically(path) { handle in
-            var head = Self.checkpointMagic
-            withUnsafeBytes(of: UInt64(json.count).littleEndian) { head += $0 }
-            try handle.write(contentsOf: head)
-            try handle.write(contentsOf: json)
-            for buffer in [adapters.values, optimizer.m, optimizer.v, valueHead, valueOptimizer.m, valueOptimizer.v] {
-                try handle.write(contentsOf: Data(bytesNoCopy: buffer.pointer, count: buffer.count * 4, deallocator: .none))
-            }
-        }
+        try CheckpointFile.write(path, magic: Self.checkpointMagic, header: header,
+                                 buffers: [adapters.values, optimizer.m, optimizer.v, valueHead, valueOptimizer.m, valueOptimizer.v])
     }
 
     /// A trainer continuing the run saved at `path`, on the same base `parameters`. Returns the
     /// caller's state.
     public static func resume(_ path: String, parameters: TrainableParameters, pool: ThreadPool = .shared) throws -> (PPOTrainer, Data) {
-        let file = try MappedFile(path: path)
-        try file.check(offset: 0, count: 16, what: "PPO checkpoint header")
-        guard [UInt8](UnsafeRawBufferPointer(start: file.base, count: 8)) == checkpointMagic else {
-            throw LlamaError.badMagic(file: path, found: String(decoding: UnsafeRawBufferPointer(start: file.base, count: 8), as: UTF8.self),
-                                      expected: "llama.swift PPO checkpoint (LSPPO001)")
-        }
-        let jsonCount = Int(file.base.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian)
-        try file.check(offset: 16, count: jsonCount, what: "PPO checkpoint description")
-        let header: CheckpointHeader
-        do {
-            header = try JSONDecoder().decode(CheckpointHeader.self, from: Data(bytes: file.base + 16, count: jsonCount))
-        } catch {
-            throw LlamaError.corrupt(file: path, offset: 16, reason: "unreadable PPO checkpoint description: \(error)")
-        }
+        let (file, header, dataOffset) = try CheckpointFile.read(path, magic: checkpointMagic, what: "PPO checkpoint", as: CheckpointHeader.self)
         guard header.model.config == parameters.config else {
             throw LlamaError.invalidArgument("\(path) trains a model of another shape than the one given")
         }
@@ -325,7 +304,7 @@ public final class PPOTrainer: @unchecked Sendable {
         guard header.adapterCount == a else {
             throw LlamaError.corrupt(file: path, offset: 16, reason: "\(header.adapterCount) adapter values recorded, its LoRA settings make \(a)")
         }
-        let dataOffset = 16 + jsonCount, needed = (3 * a + 3 * d) * 4
+        let needed = (3 * a + 3 * d) * 4
         guard file.size == dataOffset + needed else {
             throw LlamaError.truncated(file: path, offset: dataOffset, needed: needed, what: "adapters, value head and optimizer moments")
         }

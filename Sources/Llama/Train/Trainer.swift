@@ -145,7 +145,7 @@ public final class Trainer: @unchecked Sendable {
         var loraCount: Int?
     }
 
-    static let checkpointMagic = Array("LSCKPT01".utf8)
+    static let checkpointMagic = "LSCKPT01"
 
     /// Writes parameters, AdamW moments, step and data position to `path` atomically
     /// (temporary file, fsync, rename): an interrupted save leaves the previous checkpoint intact.
@@ -154,18 +154,9 @@ public final class Trainer: @unchecked Sendable {
                                       options: options, step: step, data: data.state,
                                       parameterCount: parameters.layout.count, sources: data.sources.map(\.name),
                                       loraCount: lora?.count)
-        let json = try JSONEncoder().encode(header)
-        try writeFileAtomically(path) { handle in
-            var head = Self.checkpointMagic
-            withUnsafeBytes(of: UInt64(json.count).littleEndian) { head += $0 }
-            try handle.write(contentsOf: head)
-            try handle.write(contentsOf: json)
-            let buffers = if let lora, let loraOptimizer { [parameters.values, lora.values, loraOptimizer.m, loraOptimizer.v] }
-                else { [parameters.values, optimizer.m, optimizer.v] }
-            for buffer in buffers {
-                try handle.write(contentsOf: Data(bytesNoCopy: buffer.pointer, count: buffer.count * 4, deallocator: .none))
-            }
-        }
+        let buffers = if let lora, let loraOptimizer { [parameters.values, lora.values, loraOptimizer.m, loraOptimizer.v] }
+            else { [parameters.values, optimizer.m, optimizer.v] }
+        try CheckpointFile.write(path, magic: Self.checkpointMagic, header: header, buffers: buffers)
     }
 
     /// A checkpoint read back: the model it trains and where the run was.
@@ -181,27 +172,13 @@ public final class Trainer: @unchecked Sendable {
     }
 
     public static func loadCheckpoint(_ path: String) throws -> Checkpoint {
-        let file = try MappedFile(path: path)
-        try file.check(offset: 0, count: 16, what: "checkpoint header")
-        guard [UInt8](UnsafeRawBufferPointer(start: file.base, count: 8)) == checkpointMagic else {
-            throw LlamaError.badMagic(file: path, found: String(decoding: UnsafeRawBufferPointer(start: file.base, count: 8), as: UTF8.self),
-                                      expected: "llama.swift checkpoint (LSCKPT01)")
-        }
-        let jsonCount = Int(file.base.loadUnaligned(fromByteOffset: 8, as: UInt64.self).littleEndian)
-        try file.check(offset: 16, count: jsonCount, what: "checkpoint description")
-        let header: CheckpointHeader
-        do {
-            header = try JSONDecoder().decode(CheckpointHeader.self, from: Data(bytes: file.base + 16, count: jsonCount))
-        } catch {
-            throw LlamaError.corrupt(file: path, offset: 16, reason: "unreadable checkpoint description: \(error)")
-        }
+        let (file, header, dataOffset) = try CheckpointFile.read(path, magic: checkpointMagic, what: "checkpoint", as: CheckpointHeader.self)
         let config = header.model.config
         try config.validate(source: path)
         let layout = ParameterLayout(config: config, tiedEmbeddings: header.tiedEmbeddings)
         guard layout.count == header.parameterCount else {
             throw LlamaError.corrupt(file: path, offset: 16, reason: "\(header.parameterCount) parameters recorded, the model shape has \(layout.count)")
         }
-        let dataOffset = 16 + jsonCount
         let bytes = layout.count * 4
         guard (header.loraCount != nil) == (header.options.lora != nil), (header.loraCount ?? 0) >= 0 else {
             throw LlamaError.corrupt(file: path, offset: 16, reason: "the LoRA settings and the stored adapters disagree")
