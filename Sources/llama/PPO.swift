@@ -128,6 +128,8 @@ struct PPOCommand: ParsableCommand {
     }
 
     func run() throws {
+        let checkpointPath = out + "/checkpoint.ppockpt"
+        if resume, !FileManager.default.fileExists(atPath: checkpointPath) { throw ValidationError("no \(checkpointPath) to resume") }
         Interrupt.install()
         let m = try model.load()
         let pool = try model.pool()
@@ -171,12 +173,10 @@ struct PPOCommand: ParsableCommand {
         }
 
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let checkpointPath = out + "/checkpoint.ppockpt"
         let base = TrainableParameters(weights: m.weights)
         let trainer: PPOTrainer
         var state: State
         if resume {
-            guard FileManager.default.fileExists(atPath: checkpointPath) else { throw ValidationError("no \(checkpointPath) to resume") }
             let (t, data) = try PPOTrainer.resume(checkpointPath, parameters: base, pool: pool)
             trainer = t
             state = try JSONDecoder().decode(State.self, from: data)
@@ -217,7 +217,8 @@ struct PPOCommand: ParsableCommand {
         options.sampling.minP = 0
         options.sampling.repeatPenalty = 1
 
-        /// The policy's answers to `items` (one each, sequence i seeded by `seeds[i]`'s batch seed).
+        /// The policy's answers to `items`, one each, `batch` at a time; answer i is sampled with seed
+        /// `seed + i`, so the same items and seed get the same answers from the same policy.
         func sample(_ items: [(prompt: PromptSet.Prompt, tokens: [Int])], seed: UInt64) throws
             -> (results: [GenerationResult], seconds: Double) {
             let t0 = DispatchTime.now().uptimeNanoseconds
