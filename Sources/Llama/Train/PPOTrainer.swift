@@ -187,11 +187,10 @@ public final class PPOTrainer: @unchecked Sendable {
         var stats = PPOStats()
         stats.rollouts = rollouts.count
         let (old, ref, values) = try evaluate(rollouts)
-        var rewards: [[Float]] = [], advantages: [[Float]] = [], returns: [[Float]] = []
+        var advantages: [[Float]] = [], returns: [[Float]] = []
         for (i, r) in rollouts.enumerated() {
             let t = PPO.tokenRewards(score: r.score, logProbs: old[i], referenceLogProbs: ref[i], beta: o.klCoefficient)
             let g = PPO.advantages(rewards: t.rewards, values: values[i], gamma: o.gamma, lambda: o.lambda)
-            rewards.append(t.rewards)
             advantages.append(g.advantages)
             returns.append(g.returns)
             let kl = t.kl.reduce(0.0) { $0 + Double($1) }
@@ -225,13 +224,14 @@ public final class PPOTrainer: @unchecked Sendable {
                 let chosen = Array(order[start..<min(start + o.miniBatch, order.count)])
                 let p = try pack(chosen.map { rollouts[$0] })
                 let f = try model.policyForward(tokens: p.tokens, targets: p.targets)
-                let newLP = p.rows.flatMap { $0.map { f.logProbs[$0] } }, newV = p.rows.flatMap { $0.map { f.values[$0] } }
+                let rowsUsed = p.rows.flatMap { $0 }  // every answer token's row, rollout after rollout
+                let newLP = rowsUsed.map { f.logProbs[$0] }, newV = rowsUsed.map { f.values[$0] }
                 let pl = PPO.policyLoss(logProbs: newLP, oldLogProbs: chosen.flatMap { old[$0] },
                                         advantages: chosen.flatMap { advantages[$0] }, clip: o.clip)
                 let vl = PPO.valueLoss(values: newV, oldValues: chosen.flatMap { values[$0] },
                                        returns: chosen.flatMap { returns[$0] }, clip: o.valueClip)
                 var dLogProbs = [Float](repeating: 0, count: p.targets.count), dValues = dLogProbs
-                for (k, row) in p.rows.flatMap({ $0 }).enumerated() {
+                for (k, row) in rowsUsed.enumerated() {
                     dLogProbs[row] = pl.gradient[k]
                     dValues[row] = o.valueCoefficient * vl.gradient[k]
                 }
@@ -242,7 +242,6 @@ public final class PPOTrainer: @unchecked Sendable {
                 let norm = AdamW.clip([(optimizer, lora), (valueOptimizer, valueGradients)], maxNorm: o.adamw.clipNorm)
                 optimizer.update(adapters.values, gradients: lora, lr: o.learningRate)
                 valueOptimizer.update(valueHead, gradients: valueGradients, lr: o.valueLearningRate)
-                let rowsUsed = p.rows.flatMap { $0 }
                 stats.policyLoss += pl.loss
                 stats.valueLoss += vl.loss
                 stats.clipFraction += pl.clipFraction
