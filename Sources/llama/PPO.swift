@@ -165,9 +165,8 @@ struct PPOCommand: ParsableCommand {
             var used = 0
             let rc = items.indices.map { i -> Float in
                 let tagged = safetyPrompts || items[i].prompt.safety
-                let c = PPO.combinedScore(helpfulness: h[i], safety: s[i], safetyPrompt: tagged, threshold: safetyThreshold)
-                if tagged || 1 / (1 + expf(-s[i])) < safetyThreshold { used += 1 }
-                return c
+                if PPO.usesSafety(safety: s[i], safetyPrompt: tagged, threshold: safetyThreshold) { used += 1 }
+                return PPO.combinedScore(helpfulness: h[i], safety: s[i], safetyPrompt: tagged, threshold: safetyThreshold)
             }
             return (rc, used)
         }

@@ -47,6 +47,9 @@ final class PPOTests: XCTestCase {
         XCTAssertEqual(PPO.combinedScore(helpfulness: 3, safety: 1, safetyPrompt: false), 3)
         XCTAssertEqual(PPO.combinedScore(helpfulness: 3, safety: 1, safetyPrompt: true), 1)
         XCTAssertEqual(PPO.combinedScore(helpfulness: 3, safety: -1.5, safetyPrompt: false), 3)  // σ = 0.18
+        XCTAssertTrue(PPO.usesSafety(safety: -2, safetyPrompt: false))
+        XCTAssertTrue(PPO.usesSafety(safety: 1, safetyPrompt: true))
+        XCTAssertFalse(PPO.usesSafety(safety: -1.5, safetyPrompt: false))
     }
 }
 

@@ -11,8 +11,12 @@ public enum PPO {
     /// `threshold`, 0.15 in the paper), otherwise the helpfulness model's. Scores are the reward
     /// models' raw outputs, i.e. the logit of the sigmoid the paper thresholds.
     public static func combinedScore(helpfulness: Float, safety: Float, safetyPrompt: Bool, threshold: Float = 0.15) -> Float {
-        let p = 1 / (1 + expf(-safety))
-        return safetyPrompt || p < threshold ? safety : helpfulness
+        usesSafety(safety: safety, safetyPrompt: safetyPrompt, threshold: threshold) ? safety : helpfulness
+    }
+
+    /// Whether `combinedScore` takes the safety model's score.
+    public static func usesSafety(safety: Float, safetyPrompt: Bool, threshold: Float = 0.15) -> Bool {
+        safetyPrompt || 1 / (1 + expf(-safety)) < threshold
     }
 
     /// Whitening over the batch: zero mean, unit (unbiased) standard deviation; with
