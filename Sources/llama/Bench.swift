@@ -91,6 +91,9 @@ struct Bench: ParsableCommand {
             for (type, bytesPerSecond) in bench.matvecBandwidth() {
                 emit(String(format: "matvec %@: %.1f GB/s\n", type.description, bytesPerSecond / 1e9))
             }
+            for (type, gflops) in bench.matmulThroughput() {
+                emit(String(format: "matmul %@, 128 inputs: %.1f GFLOP/s\n", type.description, gflops))
+            }
         }
     }
 }

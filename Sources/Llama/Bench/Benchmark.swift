@@ -108,6 +108,34 @@ public struct Benchmark {
         }
     }
 
+    /// Batched product speed per weight format over the model's own matrices (one layer's,
+    /// `batch` input rows, as a prompt runs them): GFLOP/s (2 per multiply-add), best of
+    /// `repetitions`. What prompt processing is bound by, without attention and the rest.
+    public func matmulThroughput(batch: Int = 128, repetitions: Int = 3) -> [(TensorType, Double)] {
+        var groups: [TensorType: [Matrix]] = [:]
+        if let layer = weights.layers.first {
+            for m in layer.matrices { groups[m.type, default: []].append(m) }
+        }
+        let cols = max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim)
+        var rng = SplitMix64(seed: 4)
+        let x = (0..<(batch * cols)).map { _ in Float(rng.next() % 2001) / 1000 - 1 }
+        var y = [Float](repeating: 0, count: batch * max(weights.config.hiddenDim, weights.config.queryDim, weights.config.dim))
+        return groups.sorted { $0.key.rawValue < $1.key.rawValue }.map { type, matrices in
+            let flops = matrices.reduce(0.0) { $0 + 2 * Double($1.rows) * Double($1.cols) * Double(batch) }
+            var best = 0.0
+            for _ in 0...repetitions {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                x.withUnsafeBufferPointer { xp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        for m in matrices { matmul([Product(m, yp.baseAddress!)], xp.baseAddress!, xStride: cols, batch: batch, pool: pool) }
+                    }
+                }
+                best = max(best, flops / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+            }
+            return (type, best / 1e9)
+        }
+    }
+
     /// The machine's memory read bandwidth in bytes/s: the best of a few passes summing a
     /// buffer much larger than the caches, with all of the pool's threads.
     public static func readBandwidth(pool: ThreadPool, bytes: Int = 512 << 20) -> Double {
