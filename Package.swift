@@ -10,12 +10,35 @@ import Foundation
 // branch/path, where the flags are allowed.
 let portable = ProcessInfo.processInfo.environment["LLAMA_SWIFT_PORTABLE"] != nil
 
+// AVX-512 (F, BW, VL) is used when the machine that builds has it, as llama.cpp's GGML_NATIVE
+// does; LLAMA_SWIFT_AVX512=0 or 1 overrides the detection (0 for a binary that must also run on
+// AVX2-only CPUs). Linux reports the CPU's features in /proc/cpuinfo; elsewhere the default is off.
+func buildMachineCPUFlags() -> Set<String> {
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let line = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return [] }
+    return Set(line.split(separator: " ").map(String.init))
+}
+let cpuFlags = buildMachineCPUFlags()
+let avx512 = ProcessInfo.processInfo.environment["LLAMA_SWIFT_AVX512"].map { $0 != "0" }
+    ?? ["avx512f", "avx512bw", "avx512vl"].allSatisfy(cpuFlags.contains)
+// VNNI (vpdpbusd: four byte products summed into int32 in one instruction) comes with it on most
+// AVX-512 CPUs (Ice Lake, Zen 4 and later); forcing LLAMA_SWIFT_AVX512=1 assumes it too.
+let vnni = avx512 && (cpuFlags.contains("avx512_vnni") || ProcessInfo.processInfo.environment["LLAMA_SWIFT_AVX512"] == "1")
+
 var kernelFlags: [SwiftSetting] = []
 if !portable {
     #if arch(x86_64)
     // AVX2 + FMA + F16C (Haswell, 2013, and every later x86-64 server or desktop CPU).
     // LLAMA_AVX2 turns on the integer-intrinsic kernels, which need these flags to compile.
     kernelFlags.append(.unsafeFlags(["-Xcc", "-mavx2", "-Xcc", "-mfma", "-Xcc", "-mf16c", "-DLLAMA_AVX2"]))
+    if avx512 {
+        // LLAMA_AVX512: 16 lanes for float-format weights (Sources/LlamaKernels/Tile512.swift).
+        kernelFlags.append(.unsafeFlags(["-Xcc", "-mavx512f", "-Xcc", "-mavx512bw", "-Xcc", "-mavx512vl", "-DLLAMA_AVX512"]))
+    }
+    if vnni {
+        // LLAMA_VNNI: the integer kernels' byte products with vpdpbusd (Interleaved.swift).
+        kernelFlags.append(.unsafeFlags(["-Xcc", "-mavx512vnni", "-DLLAMA_VNNI"]))
+    }
     #endif
     // `swift test` builds debug by default; unoptimised SIMD loops run 100-300x slower.
     kernelFlags.append(.unsafeFlags(["-O"]))

@@ -259,6 +259,36 @@ import _Builtin_intrinsics.intel
     _mm256_set1_epi32(p.loadUnaligned(as: Int32.self))
 }
 
+/// `s` plus the products of unsigned bytes `u` and signed bytes `x`, summed in pairs into int16
+/// lanes (`maddubs`; callers keep each lane's sum within int16) — or, with AVX-512 VNNI, in
+/// fours straight into int32 lanes (`vpdpbusd`), which makes `widen` a no-op. Either way the
+/// integer sums are exact and the same.
+@inline(__always) private func mac(_ s: __m256i, _ u: __m256i, _ x: __m256i) -> __m256i {
+    #if LLAMA_VNNI
+    _mm256_mask_dpbusd_epi32(s, 0xFF, u, x)
+    #else
+    _mm256_add_epi16(s, _mm256_maddubs_epi16(u, x))
+    #endif
+}
+
+/// Sums accumulated by `mac` as int32 lanes.
+@inline(__always) private func widen(_ s: __m256i) -> __m256i {
+    #if LLAMA_VNNI
+    s
+    #else
+    _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+    #endif
+}
+
+/// `s` (int32 lanes) plus the products of `u` and `x` summed in fours (one `vpdpbusd` with VNNI).
+@inline(__always) private func mac32(_ s: __m256i, _ u: __m256i, _ x: __m256i) -> __m256i {
+    #if LLAMA_VNNI
+    _mm256_mask_dpbusd_epi32(s, 0xFF, u, x)
+    #else
+    _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)))
+    #endif
+}
+
 /// 8 Float16 values → 8 floats (F16C).
 @inline(__always) private func halves8(_ p: UnsafeRawPointer) -> __m256 {
     _mm256_cvtph_ps(p.loadUnaligned(as: __m128i.self))
@@ -273,15 +303,13 @@ import _Builtin_intrinsics.intel
 /// with w's sign (ggml's trick); two such products fill an int16, so each chunk widens to int32.
 @inline(__always)
 func gemvQ8_0x8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
-    let ones = _mm256_set1_epi16(1)
     var acc = _mm256_setzero_ps()
     for b in 0..<(x.count / 32) {
         let block = group + b * 272, xq = UnsafeRawPointer(x.q + b * 32)
         var s = _mm256_setzero_si256()
         for c in 0..<8 {
             let v = load32(block + 16 + 32 * c)
-            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(broadcast4(xq + 4 * c), v))
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones))
+            s = mac32(s, _mm256_abs_epi8(v), _mm256_sign_epi8(broadcast4(xq + 4 * c), v))
         }
         acc = _mm256_fmadd_ps(_mm256_mul_ps(halves8(block), _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(s), acc)
     }
@@ -292,7 +320,6 @@ func gemvQ8_0x8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
 @inline(__always)
 func gemm4Q8_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
                  _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
-    let ones = _mm256_set1_epi16(1)
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for b in 0..<(x0.count / 32) {
         let block = group + b * 272, o = b * 32
@@ -302,10 +329,10 @@ func gemm4Q8_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
         for c in 0..<8 {
             let v = load32(block + 16 + 32 * c)
             let a = _mm256_abs_epi8(v)
-            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(broadcast4(p0 + 4 * c), v)), ones))
-            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(broadcast4(p1 + 4 * c), v)), ones))
-            s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(broadcast4(p2 + 4 * c), v)), ones))
-            s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_sign_epi8(broadcast4(p3 + 4 * c), v)), ones))
+            s0 = mac32(s0, a, _mm256_sign_epi8(broadcast4(p0 + 4 * c), v))
+            s1 = mac32(s1, a, _mm256_sign_epi8(broadcast4(p1 + 4 * c), v))
+            s2 = mac32(s2, a, _mm256_sign_epi8(broadcast4(p2 + 4 * c), v))
+            s3 = mac32(s3, a, _mm256_sign_epi8(broadcast4(p3 + 4 * c), v))
         }
         let d = halves8(block)
         a0 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x0.d[b])), _mm256_cvtepi32_ps(s0), a0)
@@ -323,10 +350,10 @@ private func q4_0BlockSums(_ qs: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mas
     for c in 0..<4 {
         let v = load32(qs + 32 * c)
         // Each int16 lane sums 8 products of at most 15 × 127: no saturation.
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_and_si256(v, mask), broadcast4(xq + 4 * c)))
-        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), broadcast4(xq + 16 + 4 * c)))
+        s = mac(s, _mm256_and_si256(v, mask), broadcast4(xq + 4 * c))
+        s = mac(s, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask), broadcast4(xq + 16 + 4 * c))
     }
-    return _mm256_madd_epi16(s, _mm256_set1_epi16(1))
+    return widen(s)
 }
 
 /// 8 rows of Q4_0 (one interleaved group) · one quantized input: the 8 dot products.
@@ -362,7 +389,7 @@ func gemvQ4_1x8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
 @inline(__always)
 func gemm4Q4_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
                  _ x3: Q8Activations, q4_1: Bool = false) -> (__m256, __m256, __m256, __m256) {
-    let mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1)
+    let mask = _mm256_set1_epi8(0x0F)
     let blockBytes = q4_1 ? 160 : 144, qsOffset = q4_1 ? 32 : 16
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for b in 0..<(x0.count / 32) {
@@ -374,18 +401,18 @@ func gemm4Q4_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
         for c in 0..<4 {
             let v = load32(block + qsOffset + 32 * c)
             let lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)
-            s0 = _mm256_add_epi16(s0, _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(p0 + 4 * c)), _mm256_maddubs_epi16(hi, broadcast4(p0 + 16 + 4 * c))))
-            s1 = _mm256_add_epi16(s1, _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(p1 + 4 * c)), _mm256_maddubs_epi16(hi, broadcast4(p1 + 16 + 4 * c))))
-            s2 = _mm256_add_epi16(s2, _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(p2 + 4 * c)), _mm256_maddubs_epi16(hi, broadcast4(p2 + 16 + 4 * c))))
-            s3 = _mm256_add_epi16(s3, _mm256_add_epi16(_mm256_maddubs_epi16(lo, broadcast4(p3 + 4 * c)), _mm256_maddubs_epi16(hi, broadcast4(p3 + 16 + 4 * c))))
+            s0 = mac(mac(s0, lo, broadcast4(p0 + 4 * c)), hi, broadcast4(p0 + 16 + 4 * c))
+            s1 = mac(mac(s1, lo, broadcast4(p1 + 4 * c)), hi, broadcast4(p1 + 16 + 4 * c))
+            s2 = mac(mac(s2, lo, broadcast4(p2 + 4 * c)), hi, broadcast4(p2 + 16 + 4 * c))
+            s3 = mac(mac(s3, lo, broadcast4(p3 + 4 * c)), hi, broadcast4(p3 + 16 + 4 * c))
         }
         let d = halves8(block)
         @inline(__always) func finish(_ s: __m256i, _ x: Q8Activations, _ acc: inout __m256) {
             if q4_1 {
                 // Q4_1: q unsigned; the block offsets m·(dx·Σx) are summed apart, below.
-                acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones)), acc)
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(widen(s)), acc)
             } else {
-                let sums = _mm256_sub_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(8 * x.blockSum(b)))
+                let sums = _mm256_sub_epi32(widen(s), _mm256_set1_epi32(8 * x.blockSum(b)))
                 acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(sums), acc)
             }
         }
@@ -413,8 +440,8 @@ private func q4_KPairSums(_ qs: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mask
     var lo16 = _mm256_setzero_si256(), hi16 = lo16
     for c in 0..<8 {
         let v = load32(qs + 32 * c)
-        lo16 = _mm256_add_epi16(lo16, _mm256_maddubs_epi16(_mm256_and_si256(v, mask), broadcast4(xq + 4 * c)))
-        hi16 = _mm256_add_epi16(hi16, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), broadcast4(xq + 32 + 4 * c)))
+        lo16 = mac(lo16, _mm256_and_si256(v, mask), broadcast4(xq + 4 * c))
+        hi16 = mac(hi16, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask), broadcast4(xq + 32 + 4 * c))
     }
     return (lo16, hi16)
 }
@@ -423,7 +450,7 @@ private func q4_KPairSums(_ qs: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mask
 /// offsets dmin·m_j·(dx_j·Σx_j) (as the one-row kernel computes them).
 @inline(__always)
 func gemvQ4_Kx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
-    let mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1)
+    let mask = _mm256_set1_epi8(0x0F)
     var acc = _mm256_setzero_ps(), offsets = _mm256_setzero_ps()
     for sb in 0..<(x.count / 256) {
         let block = group + sb * 1184
@@ -433,7 +460,7 @@ func gemvQ4_Kx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
             for h in 0..<2 {
                 let j = 2 * p + h, xb = sb * 8 + j
                 let scale = _mm256_mul_ps(_mm256_mul_ps(d, bytes8(block + 32 + 8 * j)), _mm256_set1_ps(x.d[xb]))
-                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(_mm256_madd_epi16(h == 0 ? lo16 : hi16, ones)), acc)
+                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(widen(h == 0 ? lo16 : hi16)), acc)
                 offsets = _mm256_fmadd_ps(_mm256_mul_ps(dmin, bytes8(block + 96 + 8 * j)), _mm256_set1_ps(x.s[xb]), offsets)
             }
         }
@@ -445,7 +472,7 @@ func gemvQ4_Kx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
 @inline(__always)
 func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
                  _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
-    let mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1)
+    let mask = _mm256_set1_epi8(0x0F)
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for sb in 0..<(x0.count / 256) {
         let block = group + sb * 1184
@@ -458,20 +485,16 @@ func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
             for c in 0..<8 {
                 let v = load32(qs + 32 * c)
                 let lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)
-                l0 = _mm256_add_epi16(l0, _mm256_maddubs_epi16(lo, broadcast4(p0 + 4 * c)))
-                h0 = _mm256_add_epi16(h0, _mm256_maddubs_epi16(hi, broadcast4(p0 + 32 + 4 * c)))
-                l1 = _mm256_add_epi16(l1, _mm256_maddubs_epi16(lo, broadcast4(p1 + 4 * c)))
-                h1 = _mm256_add_epi16(h1, _mm256_maddubs_epi16(hi, broadcast4(p1 + 32 + 4 * c)))
-                l2 = _mm256_add_epi16(l2, _mm256_maddubs_epi16(lo, broadcast4(p2 + 4 * c)))
-                h2 = _mm256_add_epi16(h2, _mm256_maddubs_epi16(hi, broadcast4(p2 + 32 + 4 * c)))
-                l3 = _mm256_add_epi16(l3, _mm256_maddubs_epi16(lo, broadcast4(p3 + 4 * c)))
-                h3 = _mm256_add_epi16(h3, _mm256_maddubs_epi16(hi, broadcast4(p3 + 32 + 4 * c)))
+                l0 = mac(l0, lo, broadcast4(p0 + 4 * c)); h0 = mac(h0, hi, broadcast4(p0 + 32 + 4 * c))
+                l1 = mac(l1, lo, broadcast4(p1 + 4 * c)); h1 = mac(h1, hi, broadcast4(p1 + 32 + 4 * c))
+                l2 = mac(l2, lo, broadcast4(p2 + 4 * c)); h2 = mac(h2, hi, broadcast4(p2 + 32 + 4 * c))
+                l3 = mac(l3, lo, broadcast4(p3 + 4 * c)); h3 = mac(h3, hi, broadcast4(p3 + 32 + 4 * c))
             }
             for h in 0..<2 {
                 let j = 2 * p + h, xb = sb * 8 + j
                 let dsc = _mm256_mul_ps(d, bytes8(block + 32 + 8 * j))
                 @inline(__always) func finish(_ s: __m256i, _ x: Q8Activations, _ acc: inout __m256) {
-                    let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones))
+                    let sums = _mm256_cvtepi32_ps(widen(s))
                     acc = _mm256_fmadd_ps(_mm256_mul_ps(dsc, _mm256_set1_ps(x.d[xb])), sums, acc)
                 }
                 finish(h == 0 ? l0 : h0, x0, &a0); finish(h == 0 ? l1 : h1, x1, &a1)
@@ -500,7 +523,7 @@ func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
 /// are widened).
 @inline(__always)
 private func q6_KGroupSums(_ low: UnsafeRawPointer, _ high: UnsafeRawPointer, _ xq: UnsafeRawPointer) -> (__m256i, __m256i) {
-    let m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), ones = _mm256_set1_epi16(1)
+    let m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30)
     var lo32 = _mm256_setzero_si256(), hi32 = lo32
     for p in 0..<2 {
         let h = load32(high + 32 * p)
@@ -511,10 +534,15 @@ private func q6_KGroupSums(_ low: UnsafeRawPointer, _ high: UnsafeRawPointer, _ 
         let l1 = _mm256_or_si256(_mm256_and_si256(v1, m4), _mm256_and_si256(h, m2))
         let u1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m2))
         let c = 2 * p
+        #if LLAMA_VNNI
+        lo32 = mac32(mac32(lo32, l0, broadcast4(xq + 4 * c)), l1, broadcast4(xq + 4 * c + 4))
+        hi32 = mac32(mac32(hi32, u0, broadcast4(xq + 16 + 4 * c)), u1, broadcast4(xq + 20 + 4 * c))
+        #else
         let sl = _mm256_add_epi16(_mm256_maddubs_epi16(l0, broadcast4(xq + 4 * c)), _mm256_maddubs_epi16(l1, broadcast4(xq + 4 * c + 4)))
         let sh = _mm256_add_epi16(_mm256_maddubs_epi16(u0, broadcast4(xq + 16 + 4 * c)), _mm256_maddubs_epi16(u1, broadcast4(xq + 20 + 4 * c)))
-        lo32 = _mm256_add_epi32(lo32, _mm256_madd_epi16(sl, ones))
-        hi32 = _mm256_add_epi32(hi32, _mm256_madd_epi16(sh, ones))
+        lo32 = _mm256_add_epi32(lo32, _mm256_madd_epi16(sl, _mm256_set1_epi16(1)))
+        hi32 = _mm256_add_epi32(hi32, _mm256_madd_epi16(sh, _mm256_set1_epi16(1)))
+        #endif
     }
     return (lo32, hi32)
 }

@@ -114,7 +114,7 @@ import _Builtin_intrinsics.intel
 /// out-of-line calls here (15% of a Q4_K decode in a profile).
 @inline(__always) private func bytesToFloats(_ v: SIMD8<UInt8>) -> SIMD8<Float> {
     let wide = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(Int64(bitPattern: unsafeBitCast(v, to: UInt64.self))))
-    return unsafeBitCast(_mm256_cvtepi32_ps(wide), to: SIMD8<Float>.self)
+    return _mm256_cvtepi32_ps(wide)
 }
 
 @inline(__always)

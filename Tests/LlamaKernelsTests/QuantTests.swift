@@ -127,7 +127,7 @@ final class QuantizeTests: XCTestCase {
 final class BatchedMatmulTests: XCTestCase {
     func testBatchEqualsOneInputAtATime() throws {
         for c in try QuantTests.cases() {
-            for batch in [2, 6, 7] {
+            for batch in [2, 6, 7, 8, 13] {
                 try check(c, batch: batch)
             }
         }
