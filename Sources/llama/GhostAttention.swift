@@ -241,6 +241,12 @@ struct Gatt: ParsableCommand {
                 summary["turns_3_on_lift"] = a.value - byChance
                 emit(String(format: "by chance (answers to other instructions that keep the same rules): %.3f; lift %+.3f\n", byChance, a.value - byChance))
             }
+            // The same control rule by rule: kept with the rule given vs in the other dialogues.
+            let rules = GhostAttention.ruleRates(later)
+            summary["turns_3_on_by_rule"] = rules.mapValues { ["kept": $0.kept, "n": $0.n, "kept_without": $0.keptWithout, "n_without": $0.nWithout] }
+            for (rule, r) in rules.sorted(by: { $0.key < $1.key }) {
+                emit(String(format: "  %@: %d/%d with the rule, %d/%d in dialogues without it\n", rule, r.kept, r.n, r.keptWithout, r.nWithout))
+            }
         }
         try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
             .write(to: URL(fileURLWithPath: out + "/adherence.json"), options: .atomic)

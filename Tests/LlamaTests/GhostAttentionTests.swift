@@ -108,6 +108,25 @@ final class GhostAttentionTests: XCTestCase {
         XCTAssertNil(GhostAttention.chanceRate([(lower, ["a"]), (lower, ["b"])]))
     }
 
+    func testRuleRatesCompareWithAndWithoutTheRule() throws {
+        let lower = GhostAttention.Instruction(family: "f", text: "lower", checks: [.lowercase])
+        let both = GhostAttention.Instruction(family: "f", text: "lower and short", checks: [.lowercase, .maxWords(2)])
+        let short = GhostAttention.Instruction(family: "f", text: "short", checks: [.maxWords(2)])
+        let rates = GhostAttention.ruleRates([
+            (lower, ["all lower here", "Not Lower"]),
+            (both, ["two words"]),
+            (short, ["Two words", "three words here", "ok"]),
+        ])
+        XCTAssertEqual(rates.count, 2)
+        // lowercase: given in the first two dialogues (2 of 3 answers keep it), not in the third
+        // (2 of 3: "three words here", "ok").
+        let l = try XCTUnwrap(rates["lowercase"])
+        XCTAssertEqual(l.kept, 2); XCTAssertEqual(l.n, 3); XCTAssertEqual(l.keptWithout, 2); XCTAssertEqual(l.nWithout, 3)
+        // at most 2 words: given in the last two (3 of 4 keep it), not in the first (1 of 2: "Not Lower").
+        let w = try XCTUnwrap(rates["max_words:2"])
+        XCTAssertEqual(w.kept, 3); XCTAssertEqual(w.n, 4); XCTAssertEqual(w.keptWithout, 1); XCTAssertEqual(w.nWithout, 2)
+    }
+
     func testDialoguesAreToppedUpFromTheNextConversations() {
         let prompts = [
             PromptSet.Prompt(messages: [ChatMessage(.user, "a1"), ChatMessage(.assistant, "x"), ChatMessage(.user, "a2")], line: 1),

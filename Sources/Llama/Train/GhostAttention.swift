@@ -273,6 +273,31 @@ public enum GhostAttention {
         return counted > 0 ? chance / Double(counted) : nil
     }
 
+    /// How often each rule (a check, e.g. `starts_with:Indeed`) holds in answers to dialogues
+    /// whose instruction has it, against answers to the dialogues whose instruction does not:
+    /// the second count is what the model does anyway, so a rule kept more often *with* it than
+    /// without is an instruction followed, not a style the training taught (a model that
+    /// always answers briefly keeps a word limit everywhere). Keyed by the check's description.
+    public static func ruleRates(_ dialogues: [(instruction: Instruction, answers: [String])])
+        -> [String: (kept: Int, n: Int, keptWithout: Int, nWithout: Int)] {
+        var rules: [Check] = []
+        for d in dialogues { for c in d.instruction.checks where !rules.contains(c) { rules.append(c) } }
+        var out: [String: (kept: Int, n: Int, keptWithout: Int, nWithout: Int)] = [:]
+        for rule in rules {
+            var r = (kept: 0, n: 0, keptWithout: 0, nWithout: 0)
+            for d in dialogues {
+                let kept = d.answers.filter { rule.holds($0) }.count
+                if d.instruction.checks.contains(rule) {
+                    r.kept += kept; r.n += d.answers.count
+                } else {
+                    r.keptWithout += kept; r.nWithout += d.answers.count
+                }
+            }
+            out[rule.description] = r
+        }
+        return out
+    }
+
     /// Multi-turn dialogues of `turns` user messages from a prompt set: the user turns of each
     /// conversation in file order, topped up with the user turns of the following conversations
     /// when one has fewer (the turns need not be about one topic for a dialogue-wide rule).
