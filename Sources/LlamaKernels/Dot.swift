@@ -1,6 +1,7 @@
 // Dot products of one weight row (in its stored format) with a Float32 vector.
 // Inner loops work on raw pointers and SIMD8 lanes: with AVX2/FMA/F16C enabled
-// (Package.swift) each SIMD8<Float> op is one ymm instruction.
+// (Package.swift) each SIMD8<Float> op is one ymm instruction; with AVX-512 the F16/BF16 dots
+// run 16 lanes first (Tile512.swift).
 //
 // Block layouts follow ggml-common.h:
 //   Q8_0: { half d; int8  qs[32] }           x[i] = d * qs[i]
