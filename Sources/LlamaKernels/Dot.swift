@@ -54,7 +54,6 @@ func bf16x8(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
 }
 
 @inlinable @inline(__always)
-@usableFromInline
 func loadF32x8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
 }
@@ -72,7 +71,6 @@ func nibbles8(_ p: UnsafeRawPointer, _ byteOffset: Int) -> (lo: SIMD8<Float>, hi
 }
 
 @inlinable @inline(__always)
-@usableFromInline
 func dotF32(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
     let wf = w.assumingMemoryBound(to: Float.self)
     var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
