@@ -116,10 +116,12 @@ public struct Benchmark {
         if let layer = weights.layers.first {
             for m in layer.matrices { groups[m.type, default: []].append(m) }
         }
-        let cols = max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim)
+        // The widest input is also the most output rows any projection has (q: queryDim,
+        // gate/up: hiddenDim, o/down: dim), so one width sizes both buffers.
+        let width = max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim)
         var rng = SplitMix64(seed: 4)
-        let x = (0..<(batch * cols)).map { _ in Float(rng.next() % 2001) / 1000 - 1 }
-        var y = [Float](repeating: 0, count: batch * max(weights.config.hiddenDim, weights.config.queryDim, weights.config.dim))
+        let x = (0..<(batch * width)).map { _ in Float(rng.next() % 2001) / 1000 - 1 }
+        var y = [Float](repeating: 0, count: batch * width)
         return groups.sorted { $0.key.rawValue < $1.key.rawValue }.map { type, matrices in
             let flops = matrices.reduce(0.0) { $0 + 2 * Double($1.rows) * Double($1.cols) * Double(batch) }
             var best = 0.0
@@ -127,7 +129,7 @@ public struct Benchmark {
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 x.withUnsafeBufferPointer { xp in
                     y.withUnsafeMutableBufferPointer { yp in
-                        for m in matrices { matmul([Product(m, yp.baseAddress!)], xp.baseAddress!, xStride: cols, batch: batch, pool: pool) }
+                        for m in matrices { matmul([Product(m, yp.baseAddress!)], xp.baseAddress!, xStride: width, batch: batch, pool: pool) }
                     }
                 }
                 best = max(best, flops / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
