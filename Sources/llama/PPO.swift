@@ -6,7 +6,7 @@ import LlamaKernels
 struct PPOCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ppo",
-        abstract: "RLHF with PPO and a KL penalty (Llama 2-Chat, SPEC.md §4.4): the policy samples, reward models score, PPO updates LoRA adapters.",
+        abstract: "RLHF with PPO and a KL penalty (Llama 2-Chat, SPEC.md §4.4): the policy samples, reward models score, PPO updates LoRA adapters or every weight.",
         discussion: """
             Each iteration: --batch prompts (taken in order from --prompts, round and round) are \
             answered together by the current policy (one answer each, sampled at --temp with no \
@@ -22,13 +22,15 @@ struct PPOCommand: ParsableCommand {
 
             The policy is the model plus LoRA adapters (--lora-rank, --lora-alpha, --lora-targets; \
             no dropout); the frozen model is the reference policy (the same weights, adapters left \
-            out) and a value head reads the policy's last hidden states.
+            out). With --full the policy is a copy of every weight, trained, and the model as loaded \
+            stays frozen as the reference (memory: five Float32 copies of the weights). A value \
+            head reads the policy's last hidden states.
 
             Writes into --out: log.jsonl (per iteration: mean reward, KL to the reference, policy \
             and value loss, clip fractions, entropy, tokens/s; per evaluation: the held-out mean \
             reward with its 95% interval and KL), rollouts.jsonl (every answer and its reward), \
             checkpoint.ppockpt (every --save-every iterations and on Ctrl-C; --resume continues), \
-            and at the end model.gguf (adapters merged) and adapter/ (PEFT). With --held-out, the \
+            and at the end model.gguf (adapters merged) and, with adapters, adapter/ (PEFT). With --held-out, the \
             policy answers those prompts every --eval-every iterations with the same seeds each \
             time (at --temp, like training).
             """)
@@ -67,7 +69,7 @@ struct PPOCommand: ParsableCommand {
     var miniBatch: Int = 4
     @Option(help: "Passes over each iteration's rollouts.")
     var ppoEpochs: Int = 1
-    @Option(help: "Learning rate of the adapters (constant).")
+    @Option(help: "Learning rate of the adapters, or with --full of the weights (constant; the paper's full fine-tuning: 1e-6).")
     var lr: Float = 1e-5
     @Option(help: "Learning rate of the value head (constant).")
     var valueLr: Float = 1e-4
@@ -95,6 +97,8 @@ struct PPOCommand: ParsableCommand {
     @Option(help: "Chat format (default: detected from the model).")
     var template: String?
 
+    @Flag(help: "Train every weight of the policy instead of LoRA adapters; a frozen copy is the reference.")
+    var full = false
     @Option(help: "LoRA rank of the policy's adapters.")
     var loraRank: Int = 16
     @Option(help: "LoRA alpha (the adapters are scaled by alpha / rank).")
@@ -179,6 +183,9 @@ struct PPOCommand: ParsableCommand {
             let (t, data) = try PPOTrainer.resume(checkpointPath, parameters: base, pool: pool)
             trainer = t
             state = try JSONDecoder().decode(State.self, from: data)
+            guard full == (t.adapters == nil) else {
+                throw ValidationError("\(checkpointPath) trains \(full ? "LoRA adapters" : "every weight"): resume \(full ? "without" : "with") --full")
+            }
             note("resuming \(checkpointPath) at iteration \(trainer.iteration)")
         } else {
             var o = PPOOptions()
@@ -193,18 +200,20 @@ struct PPOCommand: ParsableCommand {
             o.learningRate = lr
             o.valueLearningRate = valueLr
             o.seed = seed
-            let lora = LoRAConfig(rank: loraRank, alpha: loraAlpha, dropout: 0, targets: try LoRATarget.parse(loraTargets))
+            let lora = full ? nil : LoRAConfig(rank: loraRank, alpha: loraAlpha, dropout: 0, targets: try LoRATarget.parse(loraTargets))
             do {
-                try lora.validate()
+                try lora?.validate()
                 trainer = try PPOTrainer(parameters: base, lora: lora, options: o, sequenceLength: maxPrompt + maxTokens, pool: pool)
             } catch { throw ValidationError("\(error)") }
             state = State(moments: RunningMoments())
         }
         let log = try JSONLines(path: out + "/log.jsonl", append: resume)
         let rolloutLog = try JSONLines(path: out + "/rollouts.jsonl", append: resume)
-        note(String(format: "policy %@ + LoRA rank %d (%@), %d adapter values; reward %@%@; %d iterations × %d prompts, mini-batch %d, lr %.1e, β %.3f",
-                    m.name, trainer.adapters.config.rank, trainer.adapters.config.targets.map(\.rawValue).joined(separator: ","),
-                    trainer.adapters.count, rewardModel.reward, safetyReward.map { " + safety " + $0 } ?? "", iterations, batch,
+        let trains = trainer.adapters.map { a in
+            String(format: "LoRA rank %d (%@), %d adapter values", a.config.rank, a.config.targets.map(\.rawValue).joined(separator: ","), a.count)
+        } ?? String(format: "every weight (%d values; the reference a frozen copy)", trainer.policyWeights.layout.count)
+        note(String(format: "policy %@, trains %@; reward %@%@; %d iterations × %d prompts, mini-batch %d, lr %.1e, β %.3f",
+                    m.name, trains, rewardModel.reward, safetyReward.map { " + safety " + $0 } ?? "", iterations, batch,
                     trainer.options.miniBatch, trainer.options.learningRate, trainer.options.klCoefficient))
 
         var options = GenerationOptions()
@@ -332,10 +341,10 @@ struct PPOCommand: ParsableCommand {
         let modelPath = out + "/model.gguf"
         try GGUFExport.write(weights: try policy.weights(), tokenizer: m.tokenizer, name: m.name + " PPO", chatTemplate: m.chatTemplate,
                              source: checkpointPath, to: modelPath, recipe: GGUFExport.Recipe.uniform(type.tensorType)!)
-        try trainer.adapters.writePEFT(to: out + "/adapter", baseModel: m.format == .huggingFace ? m.path : nil)
+        try trainer.adapters?.writePEFT(to: out + "/adapter", baseModel: m.format == .huggingFace ? m.path : nil)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
-        note(String(format: "done: %d iterations in %@, peak RSS %.2f GiB; wrote %@ (adapters merged) and %@/adapter (PEFT)",
-                    trainer.iteration - firstIteration, duration(seconds), Double(Benchmark.peakResidentBytes) / 1_073_741_824,
-                    modelPath, out))
+        note(String(format: "done: %d iterations in %@, peak RSS %.2f GiB; wrote %@", trainer.iteration - firstIteration, duration(seconds),
+                    Double(Benchmark.peakResidentBytes) / 1_073_741_824, modelPath)
+             + (trainer.adapters == nil ? "" : " (adapters merged) and \(out)/adapter (PEFT)"))
     }
 }

@@ -137,14 +137,15 @@ final class PPOTrainerTests: XCTestCase {
         }
     }
 
-    func trainer(seed: UInt64 = 1) throws -> PPOTrainer {
+    /// With adapters, or with `full` every weight trained.
+    func trainer(seed: UInt64 = 1, full: Bool = false) throws -> PPOTrainer {
         let (_, params) = try TrainingTests.tiny()
         var o = PPOOptions()
-        o.learningRate = 1e-2
+        o.learningRate = full ? 1e-3 : 1e-2
         o.valueLearningRate = 1e-2
         o.miniBatch = 2
         o.seed = seed
-        return try PPOTrainer(parameters: params, lora: LoRAConfig(rank: 4, alpha: 8, targets: [.q, .v, .o, .down]),
+        return try PPOTrainer(parameters: params, lora: full ? nil : LoRAConfig(rank: 4, alpha: 8, targets: [.q, .v, .o, .down]),
                               options: o, sequenceLength: 12)
     }
 
@@ -154,10 +155,15 @@ final class PPOTrainerTests: XCTestCase {
 
     func sum(_ x: [Float]) -> Double { x.reduce(0.0) { $0 + Double($1) } }
 
-    func testStepMovesTowardsRewardedAnswers() throws {
-        let t = try trainer()
+    func testStepMovesTowardsRewardedAnswers() throws { try stepMovesTowardsRewardedAnswers(full: false) }
+    func testFullFineTuningStepMovesTowardsRewardedAnswers() throws { try stepMovesTowardsRewardedAnswers(full: true) }
+
+    func stepMovesTowardsRewardedAnswers(full: Bool) throws {
+        let t = try trainer(full: full)
+        let frozen = t.parameters.values.array
         let before = try t.evaluate([good, bad])
-        // Zero B matrices and a zero value head: the policy starts as the reference, values at 0.
+        // Zero B matrices (or a copy of the weights) and a zero value head: the policy starts as
+        // the reference, values at 0.
         XCTAssertEqual(before.logProbs, before.referenceLogProbs)
         XCTAssertTrue(before.values.joined().allSatisfy { $0 == 0 })
         var last = PPOStats()
@@ -165,6 +171,9 @@ final class PPOTrainerTests: XCTestCase {
         XCTAssertEqual(t.iteration, 8)
         let after = try t.evaluate([good, bad])
         XCTAssertEqual(after.referenceLogProbs, before.referenceLogProbs, "the reference policy is frozen")
+        XCTAssertEqual(t.parameters.values.array, frozen, "the reference's weights did not move")
+        XCTAssertEqual(t.adapters == nil, full)
+        if full { XCTAssertNotEqual(t.policyWeights.values.array, frozen, "the policy's own weights moved") }
         XCTAssertGreaterThan(sum(after.logProbs[0]), sum(before.logProbs[0]) + 0.5, "the rewarded answer became likelier")
         XCTAssertLessThan(sum(after.logProbs[1]), sum(before.logProbs[1]) - 0.5, "the penalised answer became less likely")
         XCTAssertGreaterThan(sum(after.values[0]), sum(after.values[1]), "the value head tells the answers apart")
@@ -181,13 +190,16 @@ final class PPOTrainerTests: XCTestCase {
                              "longer than the trainer's sequences")
     }
 
-    func testCheckpointResumesExactly() throws {
+    func testCheckpointResumesExactly() throws { try checkpointResumesExactly(full: false) }
+    func testFullFineTuningCheckpointResumesExactly() throws { try checkpointResumesExactly(full: true) }
+
+    func checkpointResumesExactly(full: Bool) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ppo-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/checkpoint.ppockpt"
         let batch = [good, other, bad, other]
-        let a = try trainer(seed: 4)
+        let a = try trainer(seed: 4, full: full)
         _ = try a.step(batch)
         try a.save(to: path, state: Data("{\"x\":1}".utf8))
         let continued = try a.step(batch)
@@ -195,6 +207,7 @@ final class PPOTrainerTests: XCTestCase {
         let (b, state) = try PPOTrainer.resume(path, parameters: try TrainingTests.tiny().1)
         XCTAssertEqual(String(decoding: state, as: UTF8.self), "{\"x\":1}")
         XCTAssertEqual(b.iteration, 1)
+        XCTAssertEqual(b.adapters == nil, full)
         XCTAssertEqual(b.options, a.options)
         let resumed = try b.step(batch)
         XCTAssertEqual(resumed.policyLoss, continued.policyLoss)

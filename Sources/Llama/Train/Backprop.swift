@@ -34,6 +34,19 @@ public final class BackpropModel: @unchecked Sendable {
     /// frozen reference policy when the policy is trained through adapters (one copy of the
     /// weights serves both). Backward passes need it true.
     public var loraEnabled = true
+    /// PPO's frozen reference policy when the policy trains every weight: parameters of the same
+    /// layout that forward passes read instead while `readsReference` is true (no activations of
+    /// their own: the batch buffers are shared). Backward passes need `readsReference` false.
+    public var reference: TrainableParameters? {
+        didSet { precondition(reference.map { $0.layout.count == layout.count && $0.config == config } ?? true, "a reference of another layout") }
+    }
+    public var readsReference = false {
+        didSet { precondition(!readsReference || reference != nil, "no reference parameters to read") }
+    }
+    /// The weights forward passes read.
+    private var forwardWeights: UnsafeMutablePointer<Float> {
+        (readsReference ? reference! : parameters).values.pointer
+    }
     var config: ModelConfig { parameters.config }
     var layout: ParameterLayout { parameters.layout }
 
@@ -269,7 +282,7 @@ public final class BackpropModel: @unchecked Sendable {
             throw LlamaError.invalidArgument("reward position \(r) is outside the batch of \(rows) rows")
         }
         try forwardTrunk(tokens: tokens, fromLayer: fromLayer)
-        let d = config.dim, w = parameters.values.pointer + score
+        let d = config.dim, w = forwardWeights + score
         return positions.map { r in
             var sum: Float = 0
             for j in 0..<d { sum += w[j] * finalNorm[r * d + j] }
@@ -303,7 +316,7 @@ public final class BackpropModel: @unchecked Sendable {
         }
         for t in targets where t < -1 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
         try forwardTrunk(tokens: tokens)
-        linear(logits, finalNorm, parameters.values.pointer + layout.output, out: c.vocabSize, in: c.dim)
+        linear(logits, finalNorm, forwardWeights + layout.output, out: c.vocabSize, in: c.dim)
         return crossEntropy(targets: targets, gradScale: gradScale, weights: weights)
     }
 
@@ -324,7 +337,7 @@ public final class BackpropModel: @unchecked Sendable {
         precondition((0...c.layerCount).contains(fromLayer))
         loraPass &+= 1
         for t in tokens where t < 0 || t >= c.vocabSize { throw LlamaError.invalidToken(t, vocabSize: c.vocabSize) }
-        let p = parameters.values.pointer
+        let p = forwardWeights
         if fromLayer == 0 {
             let x = layers.first?.input ?? final
             for (i, t) in tokens.enumerated() {
@@ -421,6 +434,7 @@ public final class BackpropModel: @unchecked Sendable {
     /// From d loss / d finalNorm (in `dNorm`) back to the embedding.
     private func backwardTrunk(tokens: [Int], gradients: FloatBuffer) {
         precondition(loraEnabled || lora == nil, "a backward pass with the LoRA branches left out")
+        precondition(!readsReference, "a backward pass after a forward pass of the reference")
         let c = config, n = rows
         let p = parameters.values.pointer, g = gradients.pointer
         rmsnormBackward(dx: dx, dy: dNorm, x: final, rstd: finalRstd, w: p + layout.norm, dw: g + layout.norm, accumulate: false)

@@ -74,10 +74,12 @@ public struct PPOStats: Sendable, Codable {
     public init() {}
 }
 
-/// Llama 2-Chat's PPO step on a language model trained through LoRA adapters (SPEC.md §4.4):
-/// the frozen base weights are also the reference policy (its log-probabilities are the same
-/// forward pass with the adapters left out, so one copy of the weights serves both), and the
-/// value head reads the policy's last hidden states.
+/// Llama 2-Chat's PPO step (SPEC.md §4.4) on a language model trained through LoRA adapters or
+/// in every weight. With adapters, the frozen base weights are also the reference policy (its
+/// log-probabilities are the same forward pass with the adapters left out, so one copy of the
+/// weights serves both); in full fine-tuning the policy is a copy of the weights that AdamW
+/// updates, and the given parameters stay frozen as the reference (read by the same batch
+/// buffers). The value head reads the policy's last hidden states.
 ///
 /// `step` takes one iteration's rollouts: it computes the old and reference log-probabilities
 /// and the values without gradients, the per-token rewards with the KL penalty, advantages by
@@ -85,12 +87,17 @@ public struct PPOStats: Sendable, Codable {
 /// one gradient step of the clipped surrogate loss plus `valueCoefficient` × the clipped value
 /// loss, clipped to a global norm of 1 and applied by AdamW (TRL's PPOTrainer's algorithm).
 public final class PPOTrainer: @unchecked Sendable {
+    /// The frozen weights: the reference policy, and the policy's base when it has adapters.
     public let parameters: TrainableParameters
-    public let adapters: LoRAAdapters
+    /// The policy's adapters; nil when every weight trains.
+    public let adapters: LoRAAdapters?
+    /// The weights the policy's forward pass reads: `parameters` with adapters, else its own copy.
+    public let policyWeights: TrainableParameters
     /// dim weights, then a bias.
     public let valueHead: FloatBuffer
     public let options: PPOOptions
     public let sequenceLength: Int
+    /// Updates what trains: the adapters, or every weight.
     public let optimizer: AdamW
     public let valueOptimizer: AdamW
     /// Iterations done (`step` calls); checkpoints resume from it.
@@ -99,34 +106,61 @@ public final class PPOTrainer: @unchecked Sendable {
     private let baseGradients: FloatBuffer
     private let valueGradients: FloatBuffer
 
-    /// `sequenceLength`: the longest prompt + answer a rollout has.
-    public init(parameters: TrainableParameters, lora: LoRAConfig, options: PPOOptions, sequenceLength: Int,
+    /// `sequenceLength`: the longest prompt + answer a rollout has. `lora` nil: full fine-tuning
+    /// (four more copies of the weights in memory: the policy, its gradient and two moments).
+    public init(parameters: TrainableParameters, lora: LoRAConfig?, options: PPOOptions, sequenceLength: Int,
                 pool: ThreadPool = .shared) throws {
         try options.validate()
         guard sequenceLength >= 2 else { throw LlamaError.invalidArgument("PPO sequences need at least 2 tokens") }
-        var config = lora
-        // The importance ratio compares passes of the same function: no dropout (TRL's PPO
-        // examples set lora_dropout 0.05, but its ratio then mixes masks).
-        config.dropout = 0
         self.parameters = parameters
         self.options = options
         self.sequenceLength = sequenceLength
-        adapters = try LoRAAdapters(config: config, model: parameters.config, seed: options.seed)
         let d = parameters.config.dim
         valueHead = FloatBuffer(count: d + 1)
         valueGradients = FloatBuffer(count: d + 1)
-        model = BackpropModel(parameters: parameters, batchSize: options.miniBatch, sequenceLength: sequenceLength, pool: pool)
-        model.attach(adapters)
-        model.valueHead = valueHead
         baseGradients = FloatBuffer(count: parameters.layout.count)
-        optimizer = AdamW(slots: adapters.slots, count: adapters.count, options: options.adamw)
+        if var config = lora {
+            // The importance ratio compares passes of the same function: no dropout (TRL's PPO
+            // examples set lora_dropout 0.05, but its ratio then mixes masks).
+            config.dropout = 0
+            let adapters = try LoRAAdapters(config: config, model: parameters.config, seed: options.seed)
+            self.adapters = adapters
+            policyWeights = parameters
+            model = BackpropModel(parameters: parameters, batchSize: options.miniBatch, sequenceLength: sequenceLength, pool: pool)
+            model.attach(adapters)
+            optimizer = AdamW(slots: adapters.slots, count: adapters.count, options: options.adamw)
+        } else {
+            adapters = nil
+            let copy = FloatBuffer(count: parameters.layout.count)
+            copy.copy(from: parameters.values)
+            policyWeights = TrainableParameters(layout: parameters.layout, values: copy)
+            model = BackpropModel(parameters: policyWeights, batchSize: options.miniBatch, sequenceLength: sequenceLength, pool: pool)
+            model.reference = parameters
+            optimizer = AdamW(layout: parameters.layout, options: options.adamw)
+        }
+        model.valueHead = valueHead
         valueOptimizer = AdamW(slots: [TensorSlot(name: "v_head.summary.weight", shape: [1, d], offset: 0),
                                        TensorSlot(name: "v_head.summary.bias", shape: [1], offset: d)],
                                count: d + 1, options: options.adamw)
     }
 
-    /// The policy's weights now: the base with the adapters merged in.
-    public func policyParameters() throws -> TrainableParameters { try adapters.merged(with: parameters) }
+    /// The values AdamW updates: the adapters, or the policy's weights.
+    var trained: FloatBuffer { adapters?.values ?? policyWeights.values }
+    /// Their gradients.
+    var gradients: FloatBuffer { model.loraGradients ?? baseGradients }
+
+    /// The policy's weights now: the base with the adapters merged in, or the trained copy.
+    public func policyParameters() throws -> TrainableParameters {
+        guard let adapters else { return policyWeights }
+        return try adapters.merged(with: parameters)
+    }
+
+    /// Forward passes inside `body` are the reference policy's.
+    func asReference<T>(_ body: () throws -> T) rethrows -> T {
+        if adapters != nil { model.loraEnabled = false } else { model.readsReference = true }
+        defer { model.loraEnabled = true; model.readsReference = false }
+        return try body()
+    }
 
     /// One packed mini-batch: rollouts right-padded to the longest; row j of rollout i predicts
     /// token j + 1, and only answer tokens are targets.
@@ -164,9 +198,7 @@ public final class PPOTrainer: @unchecked Sendable {
         for start in stride(from: 0, to: rollouts.count, by: options.miniBatch) {
             let batch = Array(rollouts[start..<min(start + options.miniBatch, rollouts.count)])
             let p = try pack(batch)
-            model.loraEnabled = false
-            let r = try model.tokenLogProbs(tokens: p.tokens, targets: p.targets)
-            model.loraEnabled = true
+            let r = try asReference { try model.tokenLogProbs(tokens: p.tokens, targets: p.targets) }
             let f = try model.policyForward(tokens: p.tokens, targets: p.targets)
             for rows in p.rows {
                 ref.append(rows.map { r.logProbs[$0] })
@@ -216,7 +248,7 @@ public final class PPOTrainer: @unchecked Sendable {
         }
 
         var rng = SplitMix64(seed: o.seed &+ UInt64(iteration) &* 0x9E37_79B9)
-        let lora = model.loraGradients!
+        let gradients = gradients
         for _ in 0..<o.epochs {
             var order = Array(rollouts.indices)
             order.shuffle(using: &rng)
@@ -235,12 +267,12 @@ public final class PPOTrainer: @unchecked Sendable {
                     dLogProbs[row] = pl.gradient[k]
                     dValues[row] = o.valueCoefficient * vl.gradient[k]
                 }
-                lora.zero()
+                gradients.zero()
                 valueGradients.zero()
                 try model.policyBackward(tokens: p.tokens, dLogProbs: dLogProbs, dValues: dValues, into: baseGradients,
                                          valueGradients: valueGradients)
-                let norm = AdamW.clip([(optimizer, lora), (valueOptimizer, valueGradients)], maxNorm: o.adamw.clipNorm)
-                optimizer.update(adapters.values, gradients: lora, lr: o.learningRate)
+                let norm = AdamW.clip([(optimizer, gradients), (valueOptimizer, valueGradients)], maxNorm: o.adamw.clipNorm)
+                optimizer.update(trained, gradients: gradients, lr: o.learningRate)
                 valueOptimizer.update(valueHead, gradients: valueGradients, lr: o.valueLearningRate)
                 stats.policyLoss += pl.loss
                 stats.valueLoss += vl.loss
@@ -269,11 +301,13 @@ public final class PPOTrainer: @unchecked Sendable {
     struct CheckpointHeader: Codable {
         var format = 1
         var model: ModelShape
-        var lora: LoRAConfig
+        /// nil: every weight trained (the buffers then hold the policy's weights).
+        var lora: LoRAConfig?
         var options: PPOOptions
         var sequenceLength: Int
         var iteration: Int
         var optimizerSteps: Int
+        /// Values trained: the adapters', or the weights'.
         var adapterCount: Int
         /// The caller's own state (prompt position, running reward statistics), as JSON.
         var state: Data
@@ -281,13 +315,14 @@ public final class PPOTrainer: @unchecked Sendable {
 
     static let checkpointMagic = "LSPPO001"
 
-    /// Writes the adapters, the value head, both optimizers' moments and `state` atomically.
+    /// Writes what trains (the adapters, or the policy's weights), the value head, both
+    /// optimizers' moments and `state` atomically.
     public func save(to path: String, state: Data) throws {
-        let header = CheckpointHeader(model: ModelShape(parameters.config), lora: adapters.config, options: options,
+        let header = CheckpointHeader(model: ModelShape(parameters.config), lora: adapters?.config, options: options,
                                       sequenceLength: sequenceLength, iteration: iteration, optimizerSteps: optimizer.step,
-                                      adapterCount: adapters.count, state: state)
+                                      adapterCount: trained.count, state: state)
         try CheckpointFile.write(path, magic: Self.checkpointMagic, header: header,
-                                 buffers: [adapters.values, optimizer.m, optimizer.v, valueHead, valueOptimizer.m, valueOptimizer.v])
+                                 buffers: [trained, optimizer.m, optimizer.v, valueHead, valueOptimizer.m, valueOptimizer.v])
     }
 
     /// A trainer continuing the run saved at `path`, on the same base `parameters`. Returns the
@@ -299,16 +334,17 @@ public final class PPOTrainer: @unchecked Sendable {
         }
         let trainer = try PPOTrainer(parameters: parameters, lora: header.lora, options: header.options,
                                      sequenceLength: header.sequenceLength, pool: pool)
-        let a = trainer.adapters.count, d = parameters.config.dim + 1
+        let a = trainer.trained.count, d = parameters.config.dim + 1
         guard header.adapterCount == a else {
-            throw LlamaError.corrupt(file: path, offset: 16, reason: "\(header.adapterCount) adapter values recorded, its LoRA settings make \(a)")
+            let what = header.lora == nil ? "the model has" : "its LoRA settings make"
+            throw LlamaError.corrupt(file: path, offset: 16, reason: "\(header.adapterCount) trained values recorded, \(what) \(a)")
         }
         let needed = (3 * a + 3 * d) * 4
         guard file.size == dataOffset + needed else {
-            throw LlamaError.truncated(file: path, offset: dataOffset, needed: needed, what: "adapters, value head and optimizer moments")
+            throw LlamaError.truncated(file: path, offset: dataOffset, needed: needed, what: "trained values, value head and optimizer moments")
         }
         var offset = dataOffset
-        for buffer in [trainer.adapters.values, trainer.optimizer.m, trainer.optimizer.v,
+        for buffer in [trainer.trained, trainer.optimizer.m, trainer.optimizer.v,
                        trainer.valueHead, trainer.valueOptimizer.m, trainer.valueOptimizer.v] {
             UnsafeMutableRawPointer(buffer.pointer).copyMemory(from: file.base + offset, byteCount: buffer.count * 4)
             offset += buffer.count * 4
