@@ -190,6 +190,24 @@ final class PPOTrainerTests: XCTestCase {
                              "longer than the trainer's sequences")
     }
 
+    func testEvaluateAnswersInTheRolloutsOrder() throws {
+        // evaluate groups rollouts by length: each answer's numbers must still come back in place.
+        let t = try trainer()
+        _ = try t.step([good, bad])  // a policy and value head apart from the reference
+        let short = PPORollout(prompt: [1], response: [4], score: 0)
+        let long = PPORollout(prompt: [2, 8, 3], response: [11, 12, 13, 14, 5], score: 0)
+        let rollouts = [long, short, other, good, short, long]
+        let mixed = try t.evaluate(rollouts)
+        for (i, r) in rollouts.enumerated() {
+            let alone = try t.evaluate([r])
+            XCTAssertEqual(mixed.logProbs[i].count, r.response.count)
+            for (a, b) in [(mixed.logProbs[i], alone.logProbs[0]), (mixed.referenceLogProbs[i], alone.referenceLogProbs[0]),
+                           (mixed.values[i], alone.values[0])] {
+                for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: 1e-4, "rollout \(i)") }
+            }
+        }
+    }
+
     func testCheckpointResumesExactly() throws { try checkpointResumesExactly(full: false) }
     func testFullFineTuningCheckpointResumesExactly() throws { try checkpointResumesExactly(full: true) }
 

@@ -192,18 +192,22 @@ public final class PPOTrainer: @unchecked Sendable {
     /// Each rollout's answer-token log-probabilities under the policy and the reference, and the
     /// policy's values, without gradients.
     public func evaluate(_ rollouts: [PPORollout]) throws -> (logProbs: [[Float]], referenceLogProbs: [[Float]], values: [[Float]]) {
-        var lp: [[Float]] = [], ref: [[Float]] = [], values: [[Float]] = []
+        var lp = [[Float]](repeating: [], count: rollouts.count), ref = lp, values = lp
         model.training = false
         defer { model.training = true }
-        for start in stride(from: 0, to: rollouts.count, by: options.miniBatch) {
-            let batch = Array(rollouts[start..<min(start + options.miniBatch, rollouts.count)])
-            let p = try pack(batch)
+        // Mini-batches of similar lengths: each is padded to its longest, and no gradient step
+        // depends on which rollouts go together here.
+        let order = rollouts.indices.sorted { rollouts[$0].prompt.count + rollouts[$0].response.count
+                                              < rollouts[$1].prompt.count + rollouts[$1].response.count }
+        for start in stride(from: 0, to: order.count, by: options.miniBatch) {
+            let chosen = Array(order[start..<min(start + options.miniBatch, order.count)])
+            let p = try pack(chosen.map { rollouts[$0] })
             let r = try asReference { try model.tokenLogProbs(tokens: p.tokens, targets: p.targets) }
             let f = try model.policyForward(tokens: p.tokens, targets: p.targets)
-            for rows in p.rows {
-                ref.append(rows.map { r.logProbs[$0] })
-                lp.append(rows.map { f.logProbs[$0] })
-                values.append(rows.map { f.values[$0] })
+            for (i, rows) in zip(chosen, p.rows) {
+                ref[i] = rows.map { r.logProbs[$0] }
+                lp[i] = rows.map { f.logProbs[$0] }
+                values[i] = rows.map { f.values[$0] }
             }
         }
         return (lp, ref, values)
