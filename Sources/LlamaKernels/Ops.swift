@@ -84,17 +84,21 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
         for p in products { matmul([p], x, xStride: stride, batch: batch, pool: pool) }
         return
     }
-    // Tasks are (product index, first row) with `chunk` rows each. Decoding gives each thread a
-    // few long contiguous ranges (each core's prefetcher follows one stream further); batches
-    // use short ranges, whose weight tiles are reused by every input row.
+    // Tasks are (product index, first row) with `chunk` rows each. Decoding gives each thread
+    // one contiguous range of each matrix: one stream its core's prefetcher follows, one
+    // claim of the shared task counter (four ranges per thread made the default model's
+    // decoding 1.25-1.3× slower: its ranges of ~40 KB each paid a cold stream start and a
+    // counter round trip between cores; no change at 1.1B). Batches use short ranges, whose
+    // weight tiles are reused by every input row.
     // Interleaved matrices take long ranges at any batch size: each 8-row group (a few KB) stays
     // in L1 while every input row uses it, so short ranges only cost prefetching (16-row chunks
     // made a 4-sequence decoding step read the weights at a third of the single-token rate).
     // Chunks are whole 8-row groups (interleaved matrices need it, the 4-row tiles allow it);
     // float batches take 24 rows, whole 3-row tiles.
     let interleaved = products.allSatisfy { if case .interleaved8 = $0.matrix.layout { true } else { false } }
+    let rangesPerThread = batch == 1 ? 1 : 4
     let chunk = batch == 1 || interleaved
-        ? max(rowsPerChunk, (first.rows / (4 * pool.threadCount) + 7) / 8 * 8)
+        ? max(rowsPerChunk, (first.rows / (rangesPerThread * pool.threadCount) + 7) / 8 * 8)
         : first.type.isFloat ? floatRowsPerChunk : rowsPerChunk
     var tasks: [(Int, Int)] = []
     var work = 0

@@ -91,6 +91,7 @@ struct Bench: ParsableCommand {
             for (type, bytesPerSecond) in bench.matvecBandwidth() {
                 emit(String(format: "matvec %@: %.1f GB/s\n", type.description, bytesPerSecond / 1e9))
             }
+            emit(String(format: "matvec of one layer's matrices in cache: %.2f µs per product\n", bench.matvecCallMicroseconds()))
             for (type, gflops) in bench.matmulThroughput() {
                 emit(String(format: "matmul %@, 128 inputs: %.1f GFLOP/s\n", type.description, gflops))
             }

@@ -108,6 +108,22 @@ public struct Benchmark {
         }
     }
 
+    /// Microseconds per matrix-vector product of the first layer's matrices when they are
+    /// already in cache (each repeated `repetitions` times): the fixed cost of one product
+    /// (quantizing the input, splitting the rows across threads, waiting for them), which a
+    /// small model pays some 200 times per token.
+    public func matvecCallMicroseconds(repetitions: Int = 2000) -> Double {
+        guard let layer = weights.layers.first else { return 0 }
+        let x = [Float](repeating: 0.5, count: max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim))
+        var y = [Float](repeating: 0, count: max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim))
+        for m in layer.matrices { matvec(m, x, &y, pool: pool) }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<repetitions {
+            for m in layer.matrices { matvec(m, x, &y, pool: pool) }
+        }
+        return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e3 / Double(repetitions * layer.matrices.count)
+    }
+
     /// Batched product speed per weight format over the model's own matrices (one layer's,
     /// `batch` input rows, as a prompt runs them): GFLOP/s (2 per multiply-add), best of
     /// `repetitions`. What prompt processing is bound by, without attention and the rest.
