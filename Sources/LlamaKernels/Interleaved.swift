@@ -28,10 +28,14 @@
 // Q6_K, group of 8 rows, per super-block (1,680 bytes, the same as 8 × 210), with u = q + 32
 // the unsigned 6-bit value of element e (ggml `dequantize_row_q6_K`):
 //   [8 × Float16 d][128 bytes int8 scales: sub-block s (of 16) × row r]
-//   [1,024 bytes low bits: group g (of 32) × chunk c (0..<4) × row r × 4 bytes; byte k holds the
-//    low 4 bits of u[32g+4c+k] (low nibble) and of u[32g+16+4c+k] (high nibble)]
-//   [512 bytes high bits: group g × chunk pair p (0..<2) × row r × 4 bytes; byte k holds the top
-//    2 bits of u[32g+8p+k], u[32g+16+8p+k], u[32g+8p+4+k], u[32g+16+8p+4+k], from bit 0 up]
+//   then per group g (of 32 elements; 8 groups), 192 bytes:
+//   [128 bytes low bits: chunk c (0..<4) × row r × 4 bytes; byte k holds the low 4 bits of
+//    u[32g+4c+k] (low nibble) and of u[32g+16+4c+k] (high nibble)]
+//   [64 bytes high bits: chunk pair p (0..<2) × row r × 4 bytes; byte k holds the top 2 bits of
+//    u[32g+8p+k], u[32g+16+8p+k], u[32g+8p+4+k], u[32g+16+8p+4+k], from bit 0 up]
+//   A group's low and high bits sit together: with all low bits first and all high bits after
+//   them (two streams 1 KB apart), decoding read Q6_K at half the rate (17.7 against 38.8 GB/s
+//   on one Zen 5 core, `llama bench --kernels`).
 
 /// How a matrix's rows are laid out in memory.
 public enum MatrixLayout: Sendable, Equatable {
@@ -138,9 +142,9 @@ extension Matrix {
                     let src = group + sb * 1680, out = dst + sb * 210
                     for e in 0..<256 {
                         let g = e / 32, i = e % 32, half = i / 16, j = i % 16, c = j / 4, k = j % 4
-                        let low = src.load(fromByteOffset: 144 + 128 * g + 32 * c + 4 * lane + k, as: UInt8.self) >> (4 * half) & 15
+                        let low = src.load(fromByteOffset: 144 + 192 * g + 32 * c + 4 * lane + k, as: UInt8.self) >> (4 * half) & 15
                         let p = c / 2, shift = 2 * (half + 2 * (c % 2))
-                        let high = src.load(fromByteOffset: 1168 + 64 * g + 32 * p + 4 * lane + k, as: UInt8.self) >> shift & 3
+                        let high = src.load(fromByteOffset: 272 + 192 * g + 32 * p + 4 * lane + k, as: UInt8.self) >> shift & 3
                         u[e] = low | high << 4
                     }
                     packQ6_K(u.baseAddress!, out)
@@ -233,14 +237,14 @@ private func interleaveQ6_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: Uns
                     for c in 0..<4 {
                         for k in 0..<4 {
                             let e = 32 * g + 4 * c + k
-                            out.storeBytes(of: u[e] & 15 | (u[e + 16] & 15) << 4, toByteOffset: 144 + 128 * g + 32 * c + 4 * r + k, as: UInt8.self)
+                            out.storeBytes(of: u[e] & 15 | (u[e + 16] & 15) << 4, toByteOffset: 144 + 192 * g + 32 * c + 4 * r + k, as: UInt8.self)
                         }
                     }
                     for p in 0..<2 {
                         for k in 0..<4 {
                             let e = 32 * g + 8 * p + k
                             let bits = u[e] >> 4 | (u[e + 16] >> 4) << 2 | (u[e + 4] >> 4) << 4 | (u[e + 20] >> 4) << 6
-                            out.storeBytes(of: bits, toByteOffset: 1168 + 64 * g + 32 * p + 4 * r + k, as: UInt8.self)
+                            out.storeBytes(of: bits, toByteOffset: 272 + 192 * g + 32 * p + 4 * r + k, as: UInt8.self)
                         }
                     }
                 }
@@ -568,7 +572,7 @@ func gemvQ6_Kx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
         let d = halves8(block)
         for g in 0..<8 {
             let xb = sb * 8 + g
-            let sums = q6_KGroupSums(block + 144 + 128 * g, block + 1168 + 64 * g, x.q + xb * 32)
+            let sums = q6_KGroupSums(block + 144 + 192 * g, block + 272 + 192 * g, x.q + xb * 32)
             q6_KFinish(block, g, sums, x, xb, d, &acc)
         }
     }
