@@ -170,17 +170,22 @@ public struct Benchmark {
         for _ in 0..<4 {
             let t0 = DispatchTime.now().uptimeNanoseconds
             pool.parallelFor(chunks) { c in
-                var acc = SIMD8<Float>()
-                let base = p.pointer + c * perChunk
+                // Four independent sums: one would wait on its own add's latency every 32 bytes
+                // (about 45 GB/s per core on Zen 5), below what the memory delivers.
+                var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0
+                let base = UnsafeRawPointer(p.pointer + c * perChunk)
                 var i = 0
-                while i + 8 <= perChunk {
-                    acc += UnsafeRawPointer(base + i).loadUnaligned(as: SIMD8<Float>.self)
-                    i += 8
+                while i + 32 <= perChunk {
+                    a0 += base.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                    a1 += base.loadUnaligned(fromByteOffset: 4 * i + 32, as: SIMD8<Float>.self)
+                    a2 += base.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD8<Float>.self)
+                    a3 += base.loadUnaligned(fromByteOffset: 4 * i + 96, as: SIMD8<Float>.self)
+                    i += 32
                 }
-                s.pointer[c] = acc.sum()
+                s.pointer[c] = (a0 + a1 + a2 + a3).sum()
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            best = max(best, Double(chunks * perChunk * 4) / seconds)
+            best = max(best, Double(chunks * (perChunk / 32 * 32) * 4) / seconds)
         }
         return best
     }
