@@ -35,7 +35,7 @@ func loadHalf(_ table: UnsafePointer<Float>, _ p: UnsafeRawPointer, _ byteOffset
 @inline(__always)
 func halfs8(_ p: UnsafeRawPointer, _ byteOffset: Int) -> SIMD8<Float> {
     #if LLAMA_AVX2
-    unsafeBitCast(_mm256_cvtph_ps(p.loadUnaligned(fromByteOffset: byteOffset, as: __m128i.self)), to: SIMD8<Float>.self)
+    _mm256_cvtph_ps(p.loadUnaligned(fromByteOffset: byteOffset, as: __m128i.self))  // __m256 is SIMD8<Float>
     #else
     SIMD8<Float>(p.loadUnaligned(fromByteOffset: byteOffset, as: SIMD8<Float16>.self))
     #endif

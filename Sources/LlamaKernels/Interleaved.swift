@@ -480,7 +480,7 @@ func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for sb in 0..<(x0.count / 256) {
         let block = group + sb * 1184
-        let d = halves8(block), dmin = halves8(block + 16)
+        let d = halves8(block)
         for p in 0..<4 {
             let qs = block + 160 + 256 * p, o = sb * 256 + 64 * p
             let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)

@@ -236,8 +236,8 @@ public func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Floa
 public func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
     #if LLAMA_AVX2
     // The generic pointwiseMin/Max stay calls here; the instructions are one each.
-    let bounded = _mm256_max_ps(_mm256_min_ps(unsafeBitCast(x, to: __m256.self), _mm256_set1_ps(88)), _mm256_set1_ps(-87.3))
-    let clamped = unsafeBitCast(bounded, to: SIMD8<Float>.self)
+    // (__m256 is SIMD8<Float> in Swift: no conversion either way.)
+    let clamped = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88)), _mm256_set1_ps(-87.3))
     #else
     let clamped = pointwiseMax(pointwiseMin(x, SIMD8(repeating: 88)), SIMD8(repeating: -87.3))
     #endif

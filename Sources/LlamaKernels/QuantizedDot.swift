@@ -86,7 +86,7 @@ extension TensorType {
 import _Builtin_intrinsics.intel
 
 @inline(__always) private func hsum(_ v: __m256) -> Float {
-    unsafeBitCast(v, to: SIMD8<Float>.self).sum()
+    v.sum()  // __m256 is SIMD8<Float>
 }
 
 /// Σ x·y over 32 signed bytes, as 8 float lanes (each the sum of 4 products).
