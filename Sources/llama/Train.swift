@@ -294,7 +294,9 @@ func startOrResume(out: String, resume: Bool, config: ModelConfig, options: Trai
         throw LlamaError.invalidArgument("\(checkpointPath) exists: pass --resume to continue it, or choose another --out")
     }
     let trainer = try Trainer(parameters: try fresh(), data: data, options: options, pool: pool)
-    FileManager.default.createFile(atPath: logPath, contents: nil)
+    guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
+        throw LlamaError.cannotWrite(file: logPath, reason: "could not create the training log")
+    }
     return (trainer, checkpointPath, logPath)
 }
 

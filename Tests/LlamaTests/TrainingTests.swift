@@ -5,6 +5,21 @@ import Llama
 /// The trainer against PyTorch (Tests/Fixtures/training, made by Tools/make_training_fixtures.py
 /// with transformers' LlamaForCausalLM and `loss.backward()`).
 final class TrainingTests: XCTestCase {
+    func testBuffersAreZeroedAlignedAndWritableAtEverySize() {
+        // Small buffers come from the allocator, a megabyte or more from an anonymous map.
+        for count in [1, 1000, 1 << 18, (1 << 18) + 7] {
+            let b = FloatBuffer(count: count)
+            XCTAssertEqual(Int(bitPattern: b.pointer) % 64, 0, "\(count)")
+            XCTAssertTrue(b.array.allSatisfy { $0 == 0 }, "\(count)")
+            b[count - 1] = 3
+            let c = FloatBuffer(count: count)
+            c.copy(from: b)
+            XCTAssertEqual(c[count - 1], 3)
+            b.zero()
+            XCTAssertEqual(b[count - 1], 0)
+        }
+    }
+
     struct Tiny: Decodable {
         struct AdamW: Decodable {
             let lr, beta1, beta2, eps, weight_decay, clip: Double

@@ -111,7 +111,7 @@ public struct Benchmark {
     /// Microseconds per matrix-vector product of the first layer's matrices when they are
     /// already in cache (each repeated `repetitions` times): the fixed cost of one product
     /// (quantizing the input, splitting the rows across threads, waiting for them), which a
-    /// small model pays some 200 times per token.
+    /// small model pays some 150 times per token.
     public func matvecCallMicroseconds(repetitions: Int = 2000) -> Double {
         guard let layer = weights.layers.first else { return 0 }
         let x = [Float](repeating: 0.5, count: max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim))

@@ -3,17 +3,40 @@ import LlamaKernels
 
 /// A zero-filled, 64-byte-aligned Float32 buffer owned by a class (so views into it can be
 /// passed around while it stays alive).
+///
+/// Buffers of a megabyte or more are anonymous memory maps: the system hands out zeroed pages
+/// as they are first touched, so a buffer written only in places (LoRA training's gradient of
+/// the frozen weights, where only the norm gains are written) costs only those pages.
 public final class FloatBuffer: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    /// Bytes mapped, or 0 when the buffer came from the allocator.
+    private let mappedBytes: Int
 
     public init(count: Int) {
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        let bytes = max(count, 1) * 4
+        if bytes >= 1 << 20 {
+            #if os(Linux)
+            let anonymous = MAP_ANONYMOUS
+            #else
+            let anonymous = MAP_ANON
+            #endif
+            let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | anonymous, -1, 0)
+            if let raw, raw != MAP_FAILED {
+                mappedBytes = bytes
+                pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
+                return
+            }
+        }
+        mappedBytes = 0
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
         pointer = raw.initializeMemory(as: Float.self, repeating: 0, count: max(count, 1))
     }
 
-    deinit { pointer.deallocate() }
+    deinit {
+        if mappedBytes > 0 { munmap(pointer, mappedBytes) } else { pointer.deallocate() }
+    }
 
     public subscript(i: Int) -> Float {
         get { pointer[i] }
