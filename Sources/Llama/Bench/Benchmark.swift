@@ -114,8 +114,10 @@ public struct Benchmark {
     /// small model pays some 150 times per token.
     public func matvecCallMicroseconds(repetitions: Int = 2000) -> Double {
         guard let layer = weights.layers.first else { return 0 }
-        let x = [Float](repeating: 0.5, count: max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim))
-        var y = [Float](repeating: 0, count: max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim))
+        // The widest input is also the most output rows (as in matmulThroughput).
+        let width = max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim)
+        let x = [Float](repeating: 0.5, count: width)
+        var y = [Float](repeating: 0, count: width)
         for m in layer.matrices { matvec(m, x, &y, pool: pool) }
         let t0 = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<repetitions {
