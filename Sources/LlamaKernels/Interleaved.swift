@@ -581,7 +581,7 @@ func gemvQ6_Kx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
 
 /// Rows `start..<end` (multiples of 8) of an interleaved matrix times every input.
 @inline(__always)
-func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: [Q8Activations],
+func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: UnsafeBufferPointer<Q8Activations>,
                         _ output: UnsafeMutablePointer<Float>, _ outputStride: Int) {
     @inline(__always) func store(_ v: __m256, _ b: Int, _ r: Int) {
         UnsafeMutableRawPointer(output + b * outputStride + r).storeBytes(of: v, as: __m256.self)

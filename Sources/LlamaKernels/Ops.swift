@@ -100,14 +100,24 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
     let chunk = batch == 1 || interleaved
         ? max(rowsPerChunk, (first.rows / (rangesPerThread * pool.threadCount) + 7) / 8 * 8)
         : first.type.isFloat ? floatRowsPerChunk : rowsPerChunk
-    var tasks: [(Int, Int)] = []
-    var work = 0
-    for (i, p) in products.enumerated() {
-        for r in Swift.stride(from: 0, to: p.matrix.rows, by: chunk) { tasks.append((i, r)) }
+    // Task t is found by walking the products (a handful), not kept in an array: a small
+    // model makes some 150 of these calls per token, and each allocation showed in profiles.
+    var taskCount = 0, work = 0
+    for p in products {
+        taskCount += (p.matrix.rows + chunk - 1) / chunk
         work += p.matrix.rows * cols * batch
     }
+    @inline(__always) func task(_ t: Int) -> (product: Int, start: Int) {
+        var i = 0, t = t
+        while true {
+            let n = (products[i].matrix.rows + chunk - 1) / chunk
+            if t < n { return (i, t * chunk) }
+            t -= n
+            i += 1
+        }
+    }
     let run = { (body: (Int) -> Void) in
-        if work >= 32 * 1024 { pool.parallelFor(tasks.count, body) } else { for t in 0..<tasks.count { body(t) } }
+        if work >= 32 * 1024 { pool.parallelFor(taskCount, body) } else { for t in 0..<taskCount { body(t) } }
     }
     #if LLAMA_AVX2
     // A batch of one (decoding) reads rows one after another: one sequential stream is what the
@@ -116,28 +126,33 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
     if first.type.usesQ8Activations {
         let rowScratch = (Q8Activations.byteCount(cols) + 63) / 64 * 64
         withUnsafeTemporaryAllocation(byteCount: rowScratch * batch, alignment: 64) { buffer in
-            let xq = (0..<batch).map { Q8Activations(buffer: buffer.baseAddress! + $0 * rowScratch, count: cols) }
-            for b in 0..<batch { xq[b].quantize(x + b * stride) }
-            run { t in
-                let (i, start) = tasks[t]
-                let p = products[i], w = p.matrix
-                let end = min(start + chunk, w.rows)
-                if case .interleaved8(let groupBytes) = w.layout {
-                    interleavedProduct(w, groupBytes: groupBytes, rows: start..<end, xq, p.output, p.outputStride)
-                    return
+            withUnsafeTemporaryAllocation(of: Q8Activations.self, capacity: batch) { activations in
+                for b in 0..<batch {
+                    activations.initializeElement(at: b, to: Q8Activations(buffer: buffer.baseAddress! + b * rowScratch, count: cols))
+                    activations[b].quantize(x + b * stride)
                 }
-                var r = start
-                while r + 4 <= end && batch > 1 {
-                    for b in 0..<batch {
-                        let v = dot4Q8(w.type, w.data + r * w.rowBytes, w.rowBytes, xq[b])
-                        let out = p.output + b * p.outputStride + r
-                        out[0] = v[0]; out[1] = v[1]; out[2] = v[2]; out[3] = v[3]
+                let xq = UnsafeBufferPointer(activations)
+                run { t in
+                    let (i, start) = task(t)
+                    let p = products[i], w = p.matrix
+                    let end = min(start + chunk, w.rows)
+                    if case .interleaved8(let groupBytes) = w.layout {
+                        interleavedProduct(w, groupBytes: groupBytes, rows: start..<end, xq, p.output, p.outputStride)
+                        return
                     }
-                    r += 4
-                }
-                while r < end {
-                    for b in 0..<batch { p.output[b * p.outputStride + r] = dotQ8(w.type, w.data + r * w.rowBytes, xq[b]) }
-                    r += 1
+                    var r = start
+                    while r + 4 <= end && batch > 1 {
+                        for b in 0..<batch {
+                            let v = dot4Q8(w.type, w.data + r * w.rowBytes, w.rowBytes, xq[b])
+                            let out = p.output + b * p.outputStride + r
+                            out[0] = v[0]; out[1] = v[1]; out[2] = v[2]; out[3] = v[3]
+                        }
+                        r += 4
+                    }
+                    while r < end {
+                        for b in 0..<batch { p.output[b * p.outputStride + r] = dotQ8(w.type, w.data + r * w.rowBytes, xq[b]) }
+                        r += 1
+                    }
                 }
             }
         }
@@ -148,7 +163,7 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
     let xin = SendablePointer(UnsafeMutablePointer(mutating: x))
     let tiled = first.type.isFloat
     run { t in
-        let (i, start) = tasks[t]
+        let (i, start) = task(t)
         let p = products[i], w = p.matrix
         let end = min(start + chunk, w.rows)
         var r = start
@@ -191,9 +206,32 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
 /// Accumulates in Double so the result matches PyTorch's float32 reduction to within rounding.
 public func rmsnorm(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ n: Int, eps: Float) {
     var ss: Double = 0
-    for i in 0..<n { ss += Double(x[i]) * Double(x[i]) }
+    var i = 0
+    #if LLAMA_AVX2
+    // Two sums of four doubles: one scalar sum waits on its own add at every element, and
+    // decoding runs two of these per layer on one thread while the others wait. (Squares of
+    // floats are exact in double; only the order of the additions differs.)
+    var s0 = _mm256_setzero_pd(), s1 = s0
+    while i + 8 <= n {
+        let a = _mm256_cvtps_pd(UnsafeRawPointer(x + i).loadUnaligned(as: __m128.self))
+        let b = _mm256_cvtps_pd(UnsafeRawPointer(x + i + 4).loadUnaligned(as: __m128.self))
+        s0 = _mm256_fmadd_pd(a, a, s0)
+        s1 = _mm256_fmadd_pd(b, b, s1)
+        i += 8
+    }
+    let s = unsafeBitCast(_mm256_add_pd(s0, s1), to: SIMD4<Double>.self)
+    ss = (s[0] + s[1]) + (s[2] + s[3])
+    #endif
+    while i < n { ss += Double(x[i]) * Double(x[i]); i += 1 }
     let scale = Float(1.0 / (ss / Double(n) + Double(eps)).squareRoot())
-    for i in 0..<n { out[i] = weight[i] * (x[i] * scale) }
+    let sv = SIMD8<Float>(repeating: scale)
+    i = 0
+    while i + 8 <= n {
+        let v = loadF32x8(weight + i) * (loadF32x8(x + i) * sv)
+        UnsafeMutableRawPointer(out + i).storeBytes(of: v, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { out[i] = weight[i] * (x[i] * scale); i += 1 }
 }
 
 /// In-place softmax over `n` values.
