@@ -22,6 +22,19 @@ public final class ThreadPool: @unchecked Sendable {
     private var chunkCount = 0
     private let callerLock = NSLock()
 
+    /// What `parallelFor` has cost since `recording` was last set (`llama bench --kernels`):
+    /// regions run, wall time inside them, and the part of it the calling thread spent waiting
+    /// for the others after its own share. Off by default (two clock reads per region).
+    public struct Record: Sendable {
+        public var regions = 0
+        public var nanoseconds = 0
+        public var waitingNanoseconds = 0
+    }
+    public var recording = false {
+        didSet { record = Record() }
+    }
+    public private(set) var record = Record()
+
     public init(threads: Int) {
         threadCount = max(1, threads)
         pthread_mutex_init(&mutex, nil)
@@ -64,6 +77,16 @@ public final class ThreadPool: @unchecked Sendable {
         }
         callerLock.lock()
         defer { callerLock.unlock() }
+        let start = recording ? DispatchTime.now().uptimeNanoseconds : 0
+        var ownShareDone: UInt64 = 0
+        defer {
+            if recording {
+                let end = DispatchTime.now().uptimeNanoseconds
+                record.regions += 1
+                record.nanoseconds += Int(end - start)
+                record.waitingNanoseconds += Int(end - ownShareDone)
+            }
+        }
         withoutActuallyEscaping(body) { escaping in
             self.body = escaping
             chunkCount = count
@@ -76,6 +99,7 @@ public final class ThreadPool: @unchecked Sendable {
                 pthread_mutex_unlock(&mutex)
             }
             runChunks()
+            if recording { ownShareDone = DispatchTime.now().uptimeNanoseconds }
             var spins = 0
             while unfinished.load(ordering: .acquiring) > 0 {
                 spins += 1

@@ -29,7 +29,7 @@ struct Bench: ParsableCommand {
     var parallel: Int?
     @Flag(help: "Print JSON instead of a table.")
     var json = false
-    @Flag(help: "Also measure matrix-vector bandwidth per weight format.")
+    @Flag(help: "Also measure the kernels: matrix-vector bandwidth per weight format (from memory, and in L2 on one thread), the fixed cost of one product, where a decoding step's time goes, and batched matmul GFLOP/s.")
     var kernels = false
 
     func validate() throws {
@@ -91,6 +91,13 @@ struct Bench: ParsableCommand {
             for (type, bytesPerSecond) in bench.matvecBandwidth() {
                 emit(String(format: "matvec %@: %.1f GB/s\n", type.description, bytesPerSecond / 1e9))
             }
+            for (type, bytesPerSecond) in bench.matvecInCacheBandwidth() {
+                emit(String(format: "matvec %@ in L2, one thread: %.1f GB/s\n", type.description, bytesPerSecond / 1e9))
+            }
+            let profile = try bench.decodingProfile(tokens: max(n, 32))
+            emit(String(format: "decoding: %.0f µs per token, %.0f%% in %.0f parallel regions (the caller waiting %.0f%%), %.0f%% on one thread\n",
+                        profile.token, 100 * profile.inRegions / profile.token, profile.regions, 100 * profile.waiting / profile.token,
+                        100 * (1 - profile.inRegions / profile.token)))
             emit(String(format: "matvec of one layer's matrices in cache: %.2f µs per product\n", bench.matvecCallMicroseconds()))
             for (type, gflops) in bench.matmulThroughput() {
                 emit(String(format: "matmul %@, 128 inputs: %.1f GFLOP/s\n", type.description, gflops))

@@ -27,6 +27,24 @@ final class ThreadPoolTests: XCTestCase {
         XCTAssertEqual(total.load(ordering: .relaxed), 8)
     }
 
+    /// `recording` counts regions and their time (bench's decoding profile); setting it again
+    /// starts from zero, and a pool that does not record counts nothing.
+    func testRecordingCountsRegions() {
+        let pool = ThreadPool(threads: 2)
+        pool.parallelFor(4) { _ in }
+        XCTAssertEqual(pool.record.regions, 0)
+        pool.recording = true
+        for _ in 0..<3 { pool.parallelFor(4) { _ in usleep(1000) } }
+        pool.parallelFor(1) { _ in }  // one task runs inline: not a parallel region
+        let r = pool.record
+        XCTAssertEqual(r.regions, 3)
+        XCTAssertGreaterThanOrEqual(r.nanoseconds, 3 * 2_000_000)  // two tasks of 1 ms per thread
+        XCTAssertLessThanOrEqual(r.waitingNanoseconds, r.nanoseconds)
+        pool.recording = true
+        XCTAssertEqual(pool.record.regions, 0)
+        pool.recording = false
+    }
+
     func testLargeMatvecMatchesSerial() {
         let rows = 300, cols = 256
         var w = [Float](repeating: 0, count: rows * cols)

@@ -108,6 +108,51 @@ public struct Benchmark {
         }
     }
 
+    /// Where a decoding step's time goes: microseconds per token, of which inside parallel
+    /// regions (the matmuls, long attention) and of that the calling thread waiting for the
+    /// others; the rest runs on one thread while the others spin (norms, RoPE, short attention,
+    /// quantizing activations). Averaged over `n` tokens from an empty cache.
+    public func decodingProfile(tokens n: Int) throws -> (token: Double, inRegions: Double, waiting: Double, regions: Double) {
+        let transformer = Transformer(weights: weights, contextLength: n, maxBatch: 1, pool: pool)
+        try transformer.forward(token: 1, position: 0)  // warm-up (first touch of buffers)
+        var token = 1
+        pool.recording = true
+        defer { pool.recording = false }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for pos in 0..<n {
+            try transformer.forward(token: token, position: pos)
+            token = argmax(transformer.logits)
+        }
+        let total = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e3 / Double(n)
+        let r = pool.record
+        return (total, Double(r.nanoseconds) / 1e3 / Double(n), Double(r.waitingNanoseconds) / 1e3 / Double(n), Double(r.regions) / Double(n))
+    }
+
+    /// Matrix-vector speed per weight format on one thread when the weights are in L2 (the
+    /// first ~384 KB of rows of a matrix of each format, repeated): what the kernel's
+    /// arithmetic allows. Next to `matvecBandwidth` it tells whether decoding waits on memory
+    /// or on the kernel (a core reads ~48 GB/s from memory on Zen 5).
+    public func matvecInCacheBandwidth(bytes: Int = 384 << 10) -> [(TensorType, Double)] {
+        var first: [TensorType: Matrix] = [:]
+        for l in weights.layers { for m in l.matrices where first[m.type] == nil { first[m.type] = m } }
+        if first[weights.output.type] == nil { first[weights.output.type] = weights.output }
+        let one = ThreadPool(threads: 1)
+        return first.sorted { $0.key.rawValue < $1.key.rawValue }.map { type, m in
+            let rows = max(8, min(m.rows, bytes / m.rowBytes) / 8 * 8)
+            let part = Matrix(type: m.type, rows: rows, cols: m.cols, data: m.data, layout: m.layout)
+            let x = [Float](repeating: 0.5, count: m.cols)
+            var y = [Float](repeating: 0, count: rows)
+            let repetitions = max(10, (256 << 20) / part.byteCount)
+            var best = 0.0
+            for _ in 0..<3 {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                for _ in 0..<repetitions { matvec(part, x, &y, pool: one) }
+                best = max(best, Double(part.byteCount * repetitions) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+            }
+            return (type, best)
+        }
+    }
+
     /// Microseconds per matrix-vector product of the first layer's matrices when they are
     /// already in cache (each repeated `repetitions` times): the fixed cost of one product
     /// (quantizing the input, splitting the rows across threads, waiting for them), which a
