@@ -235,27 +235,46 @@ public func rmsnorm(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float
 }
 
 /// In-place softmax over `n` values.
+/// The exponentials come eight at a time from `expf8`, which gives the C library's bits (a call
+/// per element was 15% of a 512-token prompt on the default model); the sum stays in element
+/// order, so the result is what the scalar loop gave, bit for bit.
 public func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
     guard n > 0 else { return }
     var maxValue = x[0]
     for i in 1..<n where x[i] > maxValue { maxValue = x[i] }
+    let shift = SIMD8<Float>(repeating: maxValue)
     var sum: Float = 0
-    for i in 0..<n {
-        x[i] = expf(x[i] - maxValue)
-        sum += x[i]
+    var i = 0
+    while i + 8 <= n {
+        let e = expf8(loadF32x8(x + i) - shift)
+        UnsafeMutableRawPointer(x + i).storeBytes(of: e, as: SIMD8<Float>.self)
+        sum += e[0]; sum += e[1]; sum += e[2]; sum += e[3]; sum += e[4]; sum += e[5]; sum += e[6]; sum += e[7]
+        i += 8
     }
-    let inv = 1 / sum
-    for i in 0..<n { x[i] *= inv }
+    if i < n {
+        var tail = shift
+        for k in 0..<(n - i) { tail[k] = x[i + k] }
+        let e = expf8(tail - shift)
+        for k in 0..<(n - i) { x[i + k] = e[k]; sum += e[k] }
+    }
+    let inv = SIMD8<Float>(repeating: 1 / sum)
+    i = 0
+    while i + 8 <= n {
+        UnsafeMutableRawPointer(x + i).storeBytes(of: loadF32x8(x + i) * inv, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { x[i] *= inv[0]; i += 1 }
 }
 
 /// SwiGLU gate [Shazeer 2020, eq. 5]: gate = silu(gate) * up, silu(z) = z * sigmoid(z).
-/// Eight at a time with `exp8` (libm's scalar `expf` was 13% of a batched decoding step, run
-/// while the other threads waited); within 2 ulp of the scalar formula.
+/// Eight at a time with `expf8` (libm's scalar `expf` was 13% of a batched decoding step, run
+/// while the other threads waited): the scalar formula's bits, as training's forward pass
+/// (Backprop.swift) computes them.
 public func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
     var i = 0
     while i + 8 <= n {
         let g = loadF32x8(gate + i)
-        let v = g / (1 + exp8(-g)) * loadF32x8(up + i)
+        let v = g / (1 + expf8(-g)) * loadF32x8(up + i)
         UnsafeMutableRawPointer(gate + i).storeBytes(of: v, as: SIMD8<Float>.self)
         i += 8
     }
@@ -264,37 +283,6 @@ public func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Floa
         gate[i] = g / (1 + expf(-g)) * up[i]
         i += 1
     }
-}
-
-/// eˣ for eight floats: x = n·ln2 + r with |r| ≤ ln2/2, eʳ from Cephes' degree-7 `expf`
-/// polynomial, 2ⁿ put into the exponent bits. Relative error about 1e-7 (1-2 ulp) over the
-/// normal range; inputs are clamped to [-87.3, 88] (2ⁿ stays a normal float), so the result is
-/// never 0 or ∞ (SiLU needs neither).
-@inline(__always)
-public func exp8(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    #if LLAMA_AVX2
-    // The generic pointwiseMin/Max stay calls here; the instructions are one each.
-    // (__m256 is SIMD8<Float> in Swift: no conversion either way.)
-    let clamped = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88)), _mm256_set1_ps(-87.3))
-    #else
-    let clamped = pointwiseMax(pointwiseMin(x, SIMD8(repeating: 88)), SIMD8(repeating: -87.3))
-    #endif
-    // n = round(x / ln2): adding 1.5·2²³ rounds to an integer (to nearest even) in the low bits.
-    let magic = SIMD8<Float>(repeating: 12_582_912)
-    let shifted = clamped * 1.442_695_04 + magic
-    let n = shifted - magic
-    var r = clamped - n * 0.693_359_375  // ln2 in two parts (Cody-Waite): the first is exact in float
-    r = r + n * 2.121_944_4e-4
-    var p = SIMD8<Float>(repeating: 1.987_569_15e-4)
-    p = p * r + 1.398_199_95e-3
-    p = p * r + 8.333_451_9e-3
-    p = p * r + 4.166_579_59e-2
-    p = p * r + 1.666_666_55e-1
-    p = p * r + 5.000_000_1e-1
-    let e = p * (r * r) + r + 1
-    let bits = unsafeBitCast(shifted, to: SIMD8<Int32>.self) &- unsafeBitCast(magic, to: SIMD8<Int32>.self)
-    let scale = unsafeBitCast((bits &+ 127) &<< 23, to: SIMD8<Float>.self)
-    return e * scale
 }
 
 /// y += a * x
