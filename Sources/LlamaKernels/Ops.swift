@@ -302,6 +302,29 @@ public func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointe
     }
 }
 
+/// `SIMD4(s0.sum(), s1.sum(), s2.sum(), s3.sum())` with the same bits: `sum()` adds the lanes
+/// one after another (lane 0 + lane 1, then + lane 2, …), seven dependent scalar adds with
+/// extractions between them, which were most of `scaledDots`' time in a profile. Transposed,
+/// the four sums run side by side in one register, in the same order.
+@inline(__always)
+func sequentialSums(_ s0: SIMD8<Float>, _ s1: SIMD8<Float>, _ s2: SIMD8<Float>, _ s3: SIMD8<Float>) -> SIMD4<Float> {
+    #if LLAMA_AVX2
+    let lo01 = _mm256_castps_pd(_mm256_unpacklo_ps(s0, s1)), hi01 = _mm256_castps_pd(_mm256_unpackhi_ps(s0, s1))
+    let lo23 = _mm256_castps_pd(_mm256_unpacklo_ps(s2, s3)), hi23 = _mm256_castps_pd(_mm256_unpackhi_ps(s2, s3))
+    // Column k (lane k of each input) in the low half of ck…, column k + 4 in the high half.
+    let c04 = unsafeBitCast(_mm256_unpacklo_pd(lo01, lo23), to: SIMD8<Float>.self)
+    let c15 = unsafeBitCast(_mm256_unpackhi_pd(lo01, lo23), to: SIMD8<Float>.self)
+    let c26 = unsafeBitCast(_mm256_unpacklo_pd(hi01, hi23), to: SIMD8<Float>.self)
+    let c37 = unsafeBitCast(_mm256_unpackhi_pd(hi01, hi23), to: SIMD8<Float>.self)
+    var sum = c04.lowHalf + c15.lowHalf
+    sum += c26.lowHalf; sum += c37.lowHalf
+    sum += c04.highHalf; sum += c15.highHalf; sum += c26.highHalf; sum += c37.highHalf
+    return sum
+    #else
+    return SIMD4(s0.sum(), s1.sum(), s2.sum(), s3.sum())
+    #endif
+}
+
 /// Attention scores: out[t] = (q · rows[t]) × scale for `count` rows `stride` floats apart, `n`
 /// floats each. Four rows at a time share each load of q; every dot sums as `dot` does, so the
 /// scores are bit-identical to `dot(q, row, n) * scale`.
@@ -309,6 +332,29 @@ public func scaledDots(_ out: UnsafeMutablePointer<Float>, _ q: UnsafePointer<Fl
                        stride: Int, count: Int, n: Int, scale: Float) {
     var t = 0
     let wide = n / 16 * 16
+    #if LLAMA_AVX512
+    // 16 lanes: lanes 0-7 of an accumulator are the 8-lane loop's `a`, lanes 8-15 its `b`, each
+    // summed in the same order, so the scores keep their bits with half the instructions.
+    while t + 4 <= count {
+        let r0 = rows + t * stride, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride
+        var a0 = SIMD16<Float>(), a1 = a0, a2 = a0, a3 = a0
+        var i = 0
+        while i < wide {
+            let qv = loadF32x16(q + i)
+            a0.addProduct(loadF32x16(r0 + i), qv); a1.addProduct(loadF32x16(r1 + i), qv)
+            a2.addProduct(loadF32x16(r2 + i), qv); a3.addProduct(loadF32x16(r3 + i), qv)
+            i += 16
+        }
+        var s = sequentialSums(a0.lowHalf + a0.highHalf, a1.lowHalf + a1.highHalf,
+                               a2.lowHalf + a2.highHalf, a3.lowHalf + a3.highHalf)
+        while i < n {
+            s += SIMD4(r0[i], r1[i], r2[i], r3[i]) * q[i]
+            i += 1
+        }
+        out[t] = s[0] * scale; out[t + 1] = s[1] * scale; out[t + 2] = s[2] * scale; out[t + 3] = s[3] * scale
+        t += 4
+    }
+    #endif
     while t + 4 <= count {
         let r0 = rows + t * stride, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride
         var a0 = SIMD8<Float>(), b0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b1 = SIMD8<Float>()
@@ -322,7 +368,7 @@ public func scaledDots(_ out: UnsafeMutablePointer<Float>, _ q: UnsafePointer<Fl
             a3.addProduct(loadF32x8(r3 + i), qa); b3.addProduct(loadF32x8(r3 + i + 8), qb)
             i += 16
         }
-        var s = SIMD4<Float>((a0 + b0).sum(), (a1 + b1).sum(), (a2 + b2).sum(), (a3 + b3).sum())
+        var s = sequentialSums(a0 + b0, a1 + b1, a2 + b2, a3 + b3)
         while i < n {
             s += SIMD4(r0[i], r1[i], r2[i], r3[i]) * q[i]
             i += 1
@@ -343,6 +389,22 @@ public func scaledDots(_ out: UnsafeMutablePointer<Float>, _ q: UnsafePointer<Fl
 public func weightedSum(_ out: UnsafeMutablePointer<Float>, _ weights: UnsafePointer<Float>, _ rows: UnsafePointer<Float>,
                         stride: Int, count: Int, n: Int) {
     var j = 0
+    #if LLAMA_AVX512
+    // 64 outputs in four 16-lane registers (a head of 64 in one pass over the rows); each
+    // output's sum is the same chain of fused multiply-adds in row order.
+    while j + 64 <= n {
+        var a0 = SIMD16<Float>(), a1 = a0, a2 = a0, a3 = a0
+        for t in 0..<count {
+            let w = SIMD16<Float>(repeating: weights[t]), r = rows + t * stride + j
+            a0.addProduct(w, loadF32x16(r)); a1.addProduct(w, loadF32x16(r + 16))
+            a2.addProduct(w, loadF32x16(r + 32)); a3.addProduct(w, loadF32x16(r + 48))
+        }
+        let o = UnsafeMutableRawPointer(out + j)
+        o.storeBytes(of: a0, as: SIMD16<Float>.self); o.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
+        o.storeBytes(of: a2, toByteOffset: 128, as: SIMD16<Float>.self); o.storeBytes(of: a3, toByteOffset: 192, as: SIMD16<Float>.self)
+        j += 64
+    }
+    #endif
     while j + 32 <= n {
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
         for t in 0..<count {

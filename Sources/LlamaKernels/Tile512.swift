@@ -25,7 +25,7 @@ func loadWeights16(_ type: TensorType, _ w: UnsafeRawPointer, _ i: Int) -> SIMD1
 }
 
 @inline(__always)
-private func loadF32x16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
+func loadF32x16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
 }
 

@@ -35,7 +35,7 @@ final class OpsTests: XCTestCase {
             state = state &* 6364136223846793005 &+ 1442695040888963407
             return Float(Int(state >> 40) % 2001 - 1000) / 1000
         }
-        for (n, count, stride) in [(64, 13, 96), (128, 4, 128), (40, 7, 50), (3, 5, 9)] {
+        for (n, count, stride) in [(64, 13, 96), (64, 257, 192), (128, 4, 128), (40, 7, 50), (3, 5, 9)] {
             let rows = (0..<(count * stride)).map { _ in next() }
             let q = (0..<n).map { _ in next() }
             let weights = (0..<count).map { _ in next() }
