@@ -302,6 +302,52 @@ public func axpy(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointe
     }
 }
 
+/// Two heads' weighted sums over the same value rows (grouped-query attention): `weightedSum`
+/// for each, with each value row loaded once for both and two independent chains of FMAs per
+/// column (one chain waited on its own FMA's latency at every row). Same bits as two calls.
+public func weightedSums(_ out0: UnsafeMutablePointer<Float>, _ out1: UnsafeMutablePointer<Float>,
+                         _ weights0: UnsafePointer<Float>, _ weights1: UnsafePointer<Float>, _ rows: UnsafePointer<Float>,
+                         stride: Int, count: Int, n: Int) {
+    var j = 0
+    #if LLAMA_AVX512
+    while j + 64 <= n {
+        var a0 = SIMD16<Float>(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0
+        for t in 0..<count {
+            let u = SIMD16<Float>(repeating: weights0[t]), w = SIMD16<Float>(repeating: weights1[t]), r = rows + t * stride + j
+            let v0 = loadF32x16(r), v1 = loadF32x16(r + 16), v2 = loadF32x16(r + 32), v3 = loadF32x16(r + 48)
+            a0.addProduct(u, v0); a1.addProduct(u, v1); a2.addProduct(u, v2); a3.addProduct(u, v3)
+            b0.addProduct(w, v0); b1.addProduct(w, v1); b2.addProduct(w, v2); b3.addProduct(w, v3)
+        }
+        let o = UnsafeMutableRawPointer(out0 + j), p = UnsafeMutableRawPointer(out1 + j)
+        o.storeBytes(of: a0, as: SIMD16<Float>.self); o.storeBytes(of: a1, toByteOffset: 64, as: SIMD16<Float>.self)
+        o.storeBytes(of: a2, toByteOffset: 128, as: SIMD16<Float>.self); o.storeBytes(of: a3, toByteOffset: 192, as: SIMD16<Float>.self)
+        p.storeBytes(of: b0, as: SIMD16<Float>.self); p.storeBytes(of: b1, toByteOffset: 64, as: SIMD16<Float>.self)
+        p.storeBytes(of: b2, toByteOffset: 128, as: SIMD16<Float>.self); p.storeBytes(of: b3, toByteOffset: 192, as: SIMD16<Float>.self)
+        j += 64
+    }
+    #else
+    while j + 32 <= n {
+        var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0
+        for t in 0..<count {
+            let u = SIMD8<Float>(repeating: weights0[t]), w = SIMD8<Float>(repeating: weights1[t]), r = rows + t * stride + j
+            let v0 = loadF32x8(r), v1 = loadF32x8(r + 8), v2 = loadF32x8(r + 16), v3 = loadF32x8(r + 24)
+            a0.addProduct(u, v0); a1.addProduct(u, v1); a2.addProduct(u, v2); a3.addProduct(u, v3)
+            b0.addProduct(w, v0); b1.addProduct(w, v1); b2.addProduct(w, v2); b3.addProduct(w, v3)
+        }
+        let o = UnsafeMutableRawPointer(out0 + j), p = UnsafeMutableRawPointer(out1 + j)
+        o.storeBytes(of: a0, as: SIMD8<Float>.self); o.storeBytes(of: a1, toByteOffset: 32, as: SIMD8<Float>.self)
+        o.storeBytes(of: a2, toByteOffset: 64, as: SIMD8<Float>.self); o.storeBytes(of: a3, toByteOffset: 96, as: SIMD8<Float>.self)
+        p.storeBytes(of: b0, as: SIMD8<Float>.self); p.storeBytes(of: b1, toByteOffset: 32, as: SIMD8<Float>.self)
+        p.storeBytes(of: b2, toByteOffset: 64, as: SIMD8<Float>.self); p.storeBytes(of: b3, toByteOffset: 96, as: SIMD8<Float>.self)
+        j += 32
+    }
+    #endif
+    if j < n {
+        weightedSum(out0 + j, weights0, rows + j, stride: stride, count: count, n: n - j)
+        weightedSum(out1 + j, weights1, rows + j, stride: stride, count: count, n: n - j)
+    }
+}
+
 /// `SIMD4(s0.sum(), s1.sum(), s2.sum(), s3.sum())` with the same bits: `sum()` adds the lanes
 /// one after another (lane 0 + lane 1, then + lane 2, …), seven dependent scalar adds with
 /// extractions between them, which were most of `scaledDots`' time in a profile. Transposed,

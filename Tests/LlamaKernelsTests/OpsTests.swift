@@ -55,6 +55,19 @@ final class OpsTests: XCTestCase {
             }
             // Vector lanes fuse the multiply-add as axpy's do; the scalar tail may round once more.
             for j in 0..<n { XCTAssertEqual(out[j], expectedOut[j], accuracy: 1e-6, "n \(n) output \(j)") }
+            // Two heads over the same rows: each gets the bits it gets alone.
+            let otherWeights = weights.map { $0 * 0.5 - 0.25 }
+            var pair0 = [Float](repeating: 0, count: n), pair1 = pair0, alone1 = pair0
+            rows.withUnsafeBufferPointer { r in
+                weights.withUnsafeBufferPointer { w0 in
+                    otherWeights.withUnsafeBufferPointer { w1 in
+                        weightedSums(&pair0, &pair1, w0.baseAddress!, w1.baseAddress!, r.baseAddress!, stride: stride, count: count, n: n)
+                        weightedSum(&alone1, w1.baseAddress!, r.baseAddress!, stride: stride, count: count, n: n)
+                    }
+                }
+            }
+            XCTAssertEqual(pair0.map(\.bitPattern), out.map(\.bitPattern), "n \(n) first head")
+            XCTAssertEqual(pair1.map(\.bitPattern), alone1.map(\.bitPattern), "n \(n) second head")
         }
     }
 }

@@ -288,20 +288,45 @@ public final class Transformer: @unchecked Sendable {
                     let qp = SendablePointer(qb.baseAddress!), op = SendablePointer(ob.baseAddress!)
                     let sp = SendablePointer(scores)
                     let kp = SendablePointer(keys), vp = SendablePointer(values)
+                    // A task is one query head, or with grouped-query attention one key/value
+                    // head and the query heads that read it: each block of 64 keys then serves
+                    // every head of the group from L1, and two heads' weighted sums share each
+                    // value row (and run two independent chains of FMAs). Grouping when the
+                    // tasks still outnumber the threads well, or when there is one thread's worth.
+                    let parallel = (positions.max()! + 1) * count * c.headCount * c.headDim >= 64 * 1024
+                    let grouped = group > 1 && (!parallel || count * c.kvHeadCount >= 4 * pool.threadCount)
+                    let units = grouped ? c.kvHeadCount : c.headCount
                     let work = { (task: Int) in
-                        let i = task / c.headCount, h = task % c.headCount
+                        let i = task / units, u = task % units
+                        let heads = grouped ? (u * group)..<((u + 1) * group) : u..<(u + 1)
                         let length = positions[i] + 1
                         let base = slots[i] * ctx * c.kvDim
-                        let query = qp.pointer + i * c.queryDim + h * c.headDim
-                        let row = sp.pointer + task * ctx
-                        let kvHead = (h / group) * c.headDim
-                        scaledDots(row, query, kp.pointer + base + kvHead, stride: c.kvDim, count: length, n: c.headDim, scale: scale)
-                        softmax(row, length)
-                        weightedSum(op.pointer + i * c.queryDim + h * c.headDim, row, vp.pointer + base + kvHead,
-                                    stride: c.kvDim, count: length, n: c.headDim)
+                        let kvHead = (heads.lowerBound / group) * c.headDim
+                        let keys = kp.pointer + base + kvHead, values = vp.pointer + base + kvHead
+                        @inline(__always) func query(_ h: Int) -> UnsafeMutablePointer<Float> { qp.pointer + i * c.queryDim + h * c.headDim }
+                        @inline(__always) func row(_ h: Int) -> UnsafeMutablePointer<Float> { sp.pointer + (i * c.headCount + h) * ctx }
+                        @inline(__always) func output(_ h: Int) -> UnsafeMutablePointer<Float> { op.pointer + i * c.queryDim + h * c.headDim }
+                        for block in stride(from: 0, to: length, by: 64) {
+                            let m = min(64, length - block)
+                            for h in heads {
+                                scaledDots(row(h) + block, query(h), keys + block * c.kvDim, stride: c.kvDim, count: m, n: c.headDim, scale: scale)
+                            }
+                        }
+                        var h = heads.lowerBound
+                        while h < heads.upperBound {
+                            softmax(row(h), length)
+                            if h + 1 < heads.upperBound {
+                                softmax(row(h + 1), length)
+                                weightedSums(output(h), output(h + 1), row(h), row(h + 1), values, stride: c.kvDim, count: length, n: c.headDim)
+                                h += 2
+                            } else {
+                                weightedSum(output(h), row(h), values, stride: c.kvDim, count: length, n: c.headDim)
+                                h += 1
+                            }
+                        }
                     }
-                    let tasks = count * c.headCount
-                    if (positions.max()! + 1) * tasks * c.headDim < 64 * 1024 {
+                    let tasks = count * units
+                    if !parallel {
                         for t in 0..<tasks { work(t) }
                     } else {
                         pool.parallelFor(tasks, work)
