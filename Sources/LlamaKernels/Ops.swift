@@ -240,30 +240,87 @@ public func rmsnorm(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float
 /// order, so the result is what the scalar loop gave, bit for bit.
 public func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
     guard n > 0 else { return }
-    var maxValue = x[0]
-    for i in 1..<n where x[i] > maxValue { maxValue = x[i] }
-    let shift = SIMD8<Float>(repeating: maxValue)
-    var sum: Float = 0
+    let (sum, _) = exponentiate(x, x, n)
+    normalize(x, n, 1 / sum)
+}
+
+/// `softmax` of two rows of the same length (two heads of a group): the same bits as two
+/// calls. The sums must add in element order, one dependent add per element; the two rows'
+/// chains run side by side.
+public func softmax(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    guard n > 0 else { return }
+    let (sx, sy) = exponentiate(x, y, n)
+    normalize(x, n, 1 / sx)
+    normalize(y, n, 1 / sy)
+}
+
+/// The largest of `n` values (the maximum does not depend on the order it is taken in).
+@inline(__always)
+private func largest(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    var i = 0
+    var best = x[0]
+    if n >= 8 {
+        var top = loadF32x8(x)
+        i = 8
+        while i + 8 <= n {
+            #if LLAMA_AVX2
+            top = _mm256_max_ps(top, loadF32x8(x + i))
+            #else
+            top = pointwiseMax(top, loadF32x8(x + i))
+            #endif
+            i += 8
+        }
+        best = top[0]
+        for k in 1..<8 where top[k] > best { best = top[k] }
+    }
+    while i < n { if x[i] > best { best = x[i] }; i += 1 }
+    return best
+}
+
+/// x ← exp(x − max x) and y likewise (in place; `y` may be `x`, then done once), returning the
+/// sums in element order.
+@inline(__always)
+private func exponentiate(_ x: UnsafeMutablePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) -> (Float, Float) {
+    let two = x != y
+    let shiftX = SIMD8<Float>(repeating: largest(x, n)), shiftY = two ? SIMD8<Float>(repeating: largest(y, n)) : shiftX
+    var sx: Float = 0, sy: Float = 0
     var i = 0
     while i + 8 <= n {
-        let e = expf8(loadF32x8(x + i) - shift)
+        let e = expf8(loadF32x8(x + i) - shiftX)
         UnsafeMutableRawPointer(x + i).storeBytes(of: e, as: SIMD8<Float>.self)
-        sum += e[0]; sum += e[1]; sum += e[2]; sum += e[3]; sum += e[4]; sum += e[5]; sum += e[6]; sum += e[7]
+        if two {
+            let f = expf8(loadF32x8(y + i) - shiftY)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: f, as: SIMD8<Float>.self)
+            sx += e[0]; sy += f[0]; sx += e[1]; sy += f[1]; sx += e[2]; sy += f[2]; sx += e[3]; sy += f[3]
+            sx += e[4]; sy += f[4]; sx += e[5]; sy += f[5]; sx += e[6]; sy += f[6]; sx += e[7]; sy += f[7]
+        } else {
+            sx += e[0]; sx += e[1]; sx += e[2]; sx += e[3]; sx += e[4]; sx += e[5]; sx += e[6]; sx += e[7]
+        }
         i += 8
     }
     if i < n {
-        var tail = shift
-        for k in 0..<(n - i) { tail[k] = x[i + k] }
-        let e = expf8(tail - shift)
-        for k in 0..<(n - i) { x[i + k] = e[k]; sum += e[k] }
+        // The tail through expf8 too (padded with the maximum), so where an element falls
+        // does not change its value.
+        var tx = shiftX, ty = shiftY
+        for k in 0..<(n - i) { tx[k] = x[i + k]; ty[k] = y[i + k] }
+        let e = expf8(tx - shiftX), f = expf8(ty - shiftY)
+        for k in 0..<(n - i) {
+            x[i + k] = e[k]; sx += e[k]
+            if two { y[i + k] = f[k]; sy += f[k] }
+        }
     }
-    let inv = SIMD8<Float>(repeating: 1 / sum)
-    i = 0
+    return (sx, sy)
+}
+
+@inline(__always)
+private func normalize(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ scale: Float) {
+    let v = SIMD8<Float>(repeating: scale)
+    var i = 0
     while i + 8 <= n {
-        UnsafeMutableRawPointer(x + i).storeBytes(of: loadF32x8(x + i) * inv, as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(x + i).storeBytes(of: loadF32x8(x + i) * v, as: SIMD8<Float>.self)
         i += 8
     }
-    while i < n { x[i] *= inv[0]; i += 1 }
+    while i < n { x[i] *= scale; i += 1 }
 }
 
 /// SwiGLU gate [Shazeer 2020, eq. 5]: gate = silu(gate) * up, silu(z) = z * sigmoid(z).

@@ -26,6 +26,12 @@ final class OpsTests: XCTestCase {
             var found = values
             found.withUnsafeMutableBufferPointer { softmax($0.baseAddress!, n) }
             XCTAssertEqual(found.map(\.bitPattern), expected.map(\.bitPattern), "n = \(n)")
+            // Two rows at once give each row's bits.
+            var first = values, second = values.reversed().map { $0 * 0.5 }, secondAlone = second
+            first.withUnsafeMutableBufferPointer { a in second.withUnsafeMutableBufferPointer { softmax(a.baseAddress!, $0.baseAddress!, n) } }
+            secondAlone.withUnsafeMutableBufferPointer { softmax($0.baseAddress!, n) }
+            XCTAssertEqual(first.map(\.bitPattern), expected.map(\.bitPattern), "pair, first row, n = \(n)")
+            XCTAssertEqual(second.map(\.bitPattern), secondAlone.map(\.bitPattern), "pair, second row, n = \(n)")
         }
     }
 

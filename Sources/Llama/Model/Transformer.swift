@@ -314,12 +314,12 @@ public final class Transformer: @unchecked Sendable {
                         }
                         var h = heads.lowerBound
                         while h < heads.upperBound {
-                            softmax(row(h), length)
                             if h + 1 < heads.upperBound {
-                                softmax(row(h + 1), length)
+                                softmax(row(h), row(h + 1), length)
                                 weightedSums(output(h), output(h + 1), row(h), row(h + 1), values, stride: c.kvDim, count: length, n: c.headDim)
                                 h += 2
                             } else {
+                                softmax(row(h), length)
                                 weightedSum(output(h), row(h), values, stride: c.kvDim, count: length, n: c.headDim)
                                 h += 1
                             }
