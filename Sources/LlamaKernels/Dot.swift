@@ -324,9 +324,12 @@ private func tile3x3(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int,
         a20.addProduct(u2, y0); a21.addProduct(u2, y1); a22.addProduct(u2, y2)
         i &+= 8
     }
-    out[0] = a00.sum(); out[outStride] = a01.sum(); out[2 * outStride] = a02.sum()
-    out[1] = a10.sum(); out[outStride + 1] = a11.sum(); out[2 * outStride + 1] = a12.sum()
-    out[2] = a20.sum(); out[outStride + 2] = a21.sum(); out[2 * outStride + 2] = a22.sum()
+    // Each row's three sums side by side (sum() adds one lane at a time; see sequentialSums).
+    let s0 = sequentialSums(a00, a01, a02, SIMD8()), s1 = sequentialSums(a10, a11, a12, SIMD8())
+    let s2 = sequentialSums(a20, a21, a22, SIMD8())
+    out[0] = s0[0]; out[outStride] = s0[1]; out[2 * outStride] = s0[2]
+    out[1] = s1[0]; out[outStride + 1] = s1[1]; out[2 * outStride + 1] = s1[2]
+    out[2] = s2[0]; out[outStride + 2] = s2[1]; out[2 * outStride + 2] = s2[2]
     if i < n {
         // Tail shorter than one vector: finish with plain dot products of the remainder.
         let offset = i * (type == .f32 ? 4 : 2)
