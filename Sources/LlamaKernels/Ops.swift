@@ -173,20 +173,38 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
         // (batch % tile) take plain dot products.
         if tiled {
             let tilesEnd = start + (end - start) / floatTile * floatTile
+            #if LLAMA_AVX512
+            // 4 rows × 6 inputs; then 4 × 4 for four or five inputs left over.
+            let sixes = batch / 6 * 6
+            let whole = batch - sixes >= 4 ? sixes + 4 : sixes
+            #else
             let whole = batch / floatTile * floatTile
+            #endif
             for blockStart in Swift.stride(from: 0, to: whole, by: floatInputBlock) {
                 let blockEnd = min(whole, blockStart + floatInputBlock)
+                #if LLAMA_AVX512
+                var bb = blockStart
+                while bb < blockEnd {
+                    let six = bb + 6 <= sixes
+                    for rt in Swift.stride(from: start, to: tilesEnd, by: floatTile) {
+                        if six {
+                            dotTile4x6(w.type, w.data + rt * w.rowBytes, w.rowBytes, xin.pointer + bb * stride, stride, cols,
+                                       p.output + bb * p.outputStride + rt, p.outputStride)
+                        } else {
+                            dotTile4x4(w.type, w.data + rt * w.rowBytes, w.rowBytes, xin.pointer + bb * stride, stride, cols,
+                                       p.output + bb * p.outputStride + rt, p.outputStride)
+                        }
+                    }
+                    bb += six ? 6 : 4
+                }
+                #else
                 for bb in Swift.stride(from: blockStart, to: blockEnd, by: floatTile) {
                     for rt in Swift.stride(from: start, to: tilesEnd, by: floatTile) {
-                        #if LLAMA_AVX512
-                        dotTile4x4(w.type, w.data + rt * w.rowBytes, w.rowBytes, xin.pointer + bb * stride, stride, cols,
-                                   p.output + bb * p.outputStride + rt, p.outputStride)
-                        #else
                         dotTile3x3(w.type, w.data + rt * w.rowBytes, w.rowBytes, xin.pointer + bb * stride, stride, cols,
                                    p.output + bb * p.outputStride + rt, p.outputStride)
-                        #endif
                     }
                 }
+                #endif
             }
             for rt in start..<tilesEnd {
                 for b in whole..<batch {

@@ -127,7 +127,7 @@ final class QuantizeTests: XCTestCase {
 final class BatchedMatmulTests: XCTestCase {
     func testBatchEqualsOneInputAtATime() throws {
         for c in try QuantTests.cases() {
-            for batch in [2, 6, 7, 8, 13] {
+            for batch in [2, 6, 7, 8, 10, 13, 16] {  // tiles of 6 and 4 inputs, and inputs left over
                 try check(c, batch: batch)
             }
         }
