@@ -159,6 +159,10 @@ public struct Benchmark {
     /// small model pays some 150 times per token.
     public func matvecCallMicroseconds(repetitions: Int = 2000) -> Double {
         guard let layer = weights.layers.first else { return 0 }
+        // At most ~2 GB of products: a 1.1B F16 layer is 88 MB, and 2,000 passes took minutes
+        // (such a layer is not in cache anyway; the figure is for small models).
+        let layerBytes = layer.matrices.reduce(0) { $0 + $1.byteCount }
+        let repetitions = max(5, min(repetitions, (2 << 30) / max(1, layerBytes)))
         // The widest input is also the most output rows (as in matmulThroughput).
         let width = max(weights.config.dim, weights.config.hiddenDim, weights.config.queryDim)
         let x = [Float](repeating: 0.5, count: width)
