@@ -94,6 +94,13 @@ struct Bench: ParsableCommand {
             for (type, bytesPerSecond) in bench.matvecInCacheBandwidth() {
                 emit(String(format: "matvec %@ in L2, one thread: %.1f GB/s\n", type.description, bytesPerSecond / 1e9))
             }
+            let regionBandwidth = bench.regionReadBandwidth()
+            var line = String(format: "the probe read in this model's decoding regions: %.1f GB/s (%.0f%% of its one-stream rate)",
+                              regionBandwidth / 1e9, 100 * regionBandwidth / bandwidth)
+            if let tg = results.first(where: { $0.test.hasPrefix("tg") && $0.sequences == 1 }) {
+                line += String(format: "; generation achieves %.0f%% of it", 100 * tg.mean * bytesPerToken / regionBandwidth)
+            }
+            emit(line + "\n")
             let profile = try bench.decodingProfile(tokens: max(n, 32))
             emit(String(format: "decoding: %.0f µs per token, %.0f%% in %.0f parallel regions (the caller waiting %.0f%%), %.0f%% on one thread\n",
                         profile.token, 100 * profile.inRegions / profile.token, profile.regions, 100 * profile.waiting / profile.token,

@@ -241,6 +241,57 @@ public struct Benchmark {
         return best
     }
 
+    /// The probe's read rate when it stops where decoding stops: one token's weight bytes read
+    /// in regions the sizes of a decoding step's matmuls (q, k and v together, o, gate and up
+    /// together, down; the output), each split evenly over the threads and ended by waiting for
+    /// all of them, with no arithmetic and nothing between regions. What a decoding step could
+    /// stream at best with this structure, next to `readBandwidth`'s one long stream per thread.
+    public func regionReadBandwidth(tokens: Int = 8, bufferBytes: Int = 512 << 20) -> Double {
+        var regions: [Int] = []
+        for l in weights.layers {
+            regions += [l.wq.byteCount + l.wk.byteCount + l.wv.byteCount, l.wo.byteCount,
+                        l.w1.byteCount + l.w3.byteCount, l.w2.byteCount]
+        }
+        regions.append(weights.output.byteCount)
+        let count = bufferBytes / 4
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { buffer.deallocate() }
+        buffer.initialize(repeating: 1, count: count)
+        let p = SendablePointer(buffer)
+        let threads = pool.threadCount
+        let sums = UnsafeMutablePointer<Float>.allocate(capacity: threads)
+        defer { sums.deallocate() }
+        sums.initialize(repeating: 0, count: threads)
+        let s = SendablePointer(sums)
+        var offset = 0, bytes = 0
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<tokens {
+            for region in regions {
+                // Whole 128-byte steps per thread, from `offset` (wrapping: the buffer is larger
+                // than any cache).
+                let perThread = region / 4 / threads / 32 * 32
+                if offset + perThread * threads > count { offset = 0 }
+                let start = offset
+                pool.parallelFor(threads) { c in
+                    var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0
+                    let base = UnsafeRawPointer(p.pointer + start + c * perThread)
+                    var i = 0
+                    while i + 32 <= perThread {
+                        a0 += base.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                        a1 += base.loadUnaligned(fromByteOffset: 4 * i + 32, as: SIMD8<Float>.self)
+                        a2 += base.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD8<Float>.self)
+                        a3 += base.loadUnaligned(fromByteOffset: 4 * i + 96, as: SIMD8<Float>.self)
+                        i += 32
+                    }
+                    s.pointer[c] += (a0 + a1 + a2 + a3).sum()
+                }
+                offset += perThread * threads
+                bytes += perThread * threads * 4
+            }
+        }
+        return Double(bytes) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    }
+
     /// Peak resident memory of this process so far, in bytes.
     public static var peakResidentBytes: Int {
         var usage = rusage()
