@@ -47,7 +47,8 @@ public struct Matrix: @unchecked Sendable {
 /// Rows per task of the float GEMM (whole tiles) and inputs per block (whole tiles; the
 /// block's rows stay in L2, each input tile in L1 while the task's rows pass it).
 let floatRowsPerChunk = 24, floatInputBlock = 24
-/// Rows and inputs of the float tile: 3 × 3 in 8 lanes, 4 × 4 in 16 (both divide 24).
+/// Rows of the float tile: 3 in 8 lanes (3 × 3 tiles), 4 in 16 (4 × 6 tiles, 4 × 4 for four or
+/// five inputs left over); 3, 4 and 6 divide 24.
 #if LLAMA_AVX512
 let floatTile = 4
 #else
@@ -169,8 +170,8 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
         var r = start
         // 3 rows × 3 inputs per step where the batch allows (measured 1.4× faster than 2×4 tiles,
         // which read 4 input vectors per 8 FMAs from L2; a 4×3 tile needs all 16 ymm registers
-        // and LLVM spilled it); 4 × 4 in 16 lanes with AVX-512 (32 registers). Inputs left over
-        // (batch % tile) take plain dot products.
+        // and LLVM spilled it); 4 × 6 in 16 lanes with AVX-512 (32 registers). Inputs left over
+        // (batch % tile; with AVX-512, below four) take plain dot products.
         if tiled {
             let tilesEnd = start + (end - start) / floatTile * floatTile
             #if LLAMA_AVX512
