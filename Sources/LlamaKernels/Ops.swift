@@ -238,7 +238,7 @@ public func rmsnorm(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float
         s1 = _mm256_fmadd_pd(b, b, s1)
         i += 8
     }
-    let s = unsafeBitCast(_mm256_add_pd(s0, s1), to: SIMD4<Double>.self)
+    let s = _mm256_add_pd(s0, s1)  // __m256d is SIMD4<Double>
     ss = (s[0] + s[1]) + (s[2] + s[3])
     #endif
     while i < n { ss += Double(x[i]) * Double(x[i]); i += 1 }

@@ -72,7 +72,7 @@ final class BadInputTests: XCTestCase {
         let bytes = tinyModel().serialize()
         for cut in [0, 3, 20, 200, bytes.count / 2, bytes.count - 1] {
             let p = dir + "/cut\(cut).gguf"
-            FileManager.default.createFile(atPath: p, contents: Data(bytes[0..<cut]))
+            XCTAssertTrue(FileManager.default.createFile(atPath: p, contents: Data(bytes[0..<cut])))
             expectError({ _ = try Model(path: p) }) {
                 switch $0 {
                 case .truncated(let f, _, _, _), .corrupt(let f, _, _), .badMagic(let f, _, _): f == p
@@ -123,7 +123,7 @@ final class BadInputTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: copy, withIntermediateDirectories: true)
         for f in ["config.json", "tokenizer.model"] { try FileManager.default.copyItem(atPath: hf + "/" + f, toPath: copy + "/" + f) }
         let st = try Data(contentsOf: URL(fileURLWithPath: hf + "/model.safetensors"))
-        FileManager.default.createFile(atPath: copy + "/model.safetensors", contents: st.prefix(st.count - 100))
+        XCTAssertTrue(FileManager.default.createFile(atPath: copy + "/model.safetensors", contents: st.prefix(st.count - 100)))
         expectError({ _ = try Model(path: copy) }) {
             if case .truncated(let f, _, _, _) = $0 { return f.hasSuffix("model.safetensors") }
             return false
