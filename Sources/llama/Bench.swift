@@ -8,7 +8,8 @@ struct Bench: ParsableCommand {
         abstract: "Measure prompt and generation speed, like llama.cpp's llama-bench.",
         discussion: """
             ppN: one batch of N random tokens from an empty cache. tgN: N tokens decoded one at a time \
-            from an empty cache. tgNxS (with --parallel S): S sequences decoded together for N steps, \
+            from an empty cache. With -d D both start after D random tokens already in the cache \
+            (ppN @ dD, tgN @ dD). tgNxS (with --parallel S): S sequences decoded together for N steps, \
             the tokens/s of all of them. Each test runs once to warm up, then -r times; the table shows mean ± \
             standard deviation of tokens/s. Also shown: weight bytes read per generated token, the \
             bandwidth that achieves, the machine's measured read bandwidth (the bound on generation \
@@ -25,6 +26,8 @@ struct Bench: ParsableCommand {
     var t: Int?
     @Option(name: .short, help: "Repetitions.")
     var r: Int = 5
+    @Option(name: .short, help: "Depth: random tokens put in the cache before ppN and tgN start (llama-bench's -d; the tests are then named ppN @ dD, tgN @ dD).")
+    var d: Int = 0
     @Option(help: "Also decode this many sequences together (test tgNxS: S sequences, N steps; tokens/s of all of them).")
     var parallel: Int?
     @Flag(help: "Print JSON instead of a table.")
@@ -33,7 +36,7 @@ struct Bench: ParsableCommand {
     var kernels = false
 
     func validate() throws {
-        if p < 0 || n < 0 || r < 1 { throw ValidationError("-p and -n must be >= 0, -r >= 1") }
+        if p < 0 || n < 0 || d < 0 || r < 1 { throw ValidationError("-p, -n and -d must be >= 0, -r >= 1") }
         if let t, t < 1 { throw ValidationError("-t must be >= 1") }
         if let parallel, parallel < 1 { throw ValidationError("--parallel must be >= 1") }
     }
@@ -44,8 +47,8 @@ struct Bench: ParsableCommand {
         let pool = t.map { ThreadPool(threads: $0) } ?? .shared
         let bench = Benchmark(weights: m.weights, pool: pool)
         var results: [Benchmark.Result] = []
-        if p > 0 { results.append(try bench.promptProcessing(tokens: p, repetitions: r)) }
-        if n > 0 { results.append(try bench.textGeneration(tokens: n, repetitions: r)) }
+        if p > 0 { results.append(try bench.promptProcessing(tokens: p, repetitions: r, depth: d)) }
+        if n > 0 { results.append(try bench.textGeneration(tokens: n, repetitions: r, depth: d)) }
         if n > 0, let parallel { results.append(try bench.batchedGeneration(tokens: n, sequences: parallel, repetitions: r)) }
         let rss = Benchmark.peakResidentBytes  // before the bandwidth probe's buffer
         let bandwidth = Benchmark.readBandwidth(pool: pool)
@@ -59,8 +62,8 @@ struct Bench: ParsableCommand {
                     "model_filename": file, "model_type": "\(m.name) \(types)", "model_size": Int(size),
                     "model_n_params": m.weights.parameterCount, "n_threads": res.threads,
                     "n_prompt": res.test.hasPrefix("pp") ? res.tokens : 0, "n_gen": res.test.hasPrefix("tg") ? res.tokens : 0,
-                    "n_sequences": res.sequences,
-                    "test": res.test, "avg_ts": res.mean, "stddev_ts": res.standardDeviation, "samples_ts": res.tokensPerSecond,
+                    "n_sequences": res.sequences, "n_depth": res.depth,
+                    "test": res.name, "avg_ts": res.mean, "stddev_ts": res.standardDeviation, "samples_ts": res.tokensPerSecond,
                     "weight_bytes_per_token": Int(bytesPerToken), "read_bandwidth_gbs": bandwidth / 1e9, "peak_rss_bytes": rss,
                 ]
                 if res.test.hasPrefix("tg") && res.sequences == 1 {
@@ -77,7 +80,7 @@ struct Bench: ParsableCommand {
         emit(header + "\n| --- | ---: | ---: | --- | ---: | ---: | ---: |\n")
         for res in results {
             emit(String(format: "| %@ | %.2f MiB | %.2f M | %@ | %d | %@ | %.2f ± %.2f |\n",
-                        m.name, size / 1048576, Double(m.weights.parameterCount) / 1e6, types, res.threads, res.test,
+                        m.name, size / 1048576, Double(m.weights.parameterCount) / 1e6, types, res.threads, res.name,
                         res.mean, res.standardDeviation))
         }
         emit(String(format: "\nweights read per generated token: %.1f MB; machine read bandwidth: %.1f GB/s (bound: %.1f tokens/s)\n",

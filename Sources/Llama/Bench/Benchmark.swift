@@ -13,6 +13,10 @@ public struct Benchmark {
         public let tokensPerSecond: [Double]
         /// Sequences decoded together (1 but for tgN×S).
         public var sequences = 1
+        /// Tokens already in the cache when the test starts (llama-bench's `-d`).
+        public var depth = 0
+        /// The test as llama-bench names it: `pp512`, or `pp512 @ d1024` at a depth.
+        public var name: String { depth > 0 ? "\(test) @ d\(depth)" : test }
 
         public var mean: Double { tokensPerSecond.reduce(0, +) / Double(max(1, tokensPerSecond.count)) }
         public var standardDeviation: Double {
@@ -30,35 +34,54 @@ public struct Benchmark {
         self.pool = pool
     }
 
-    public func promptProcessing(tokens n: Int, repetitions: Int, seed: UInt64 = 1) throws -> Result {
-        let transformer = Transformer(weights: weights, contextLength: n, maxBatch: n, pool: pool)
+    public func promptProcessing(tokens n: Int, repetitions: Int, depth: Int = 0, seed: UInt64 = 1) throws -> Result {
+        let transformer = Transformer(weights: weights, contextLength: depth + n, maxBatch: n, pool: pool)
         var rng = SplitMix64(seed: seed)
+        try fill(transformer, depth: depth, batch: n, rng: &rng)
         var speeds: [Double] = []
         for rep in 0...repetitions {
             let tokens = (0..<n).map { _ in Int(rng.next() % UInt64(weights.config.vocabSize)) }
             let t0 = DispatchTime.now().uptimeNanoseconds
-            try transformer.forward(tokens: tokens, startPosition: 0)
+            try transformer.forward(tokens: tokens, startPosition: depth)
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             if rep > 0 { speeds.append(Double(n) / seconds) }
         }
-        return Result(test: "pp\(n)", tokens: n, threads: pool.threadCount, tokensPerSecond: speeds)
+        var result = Result(test: "pp\(n)", tokens: n, threads: pool.threadCount, tokensPerSecond: speeds)
+        result.depth = depth
+        return result
     }
 
-    public func textGeneration(tokens n: Int, repetitions: Int, seed: UInt64 = 2) throws -> Result {
-        let transformer = Transformer(weights: weights, contextLength: n, maxBatch: 1, pool: pool)
+    public func textGeneration(tokens n: Int, repetitions: Int, depth: Int = 0, seed: UInt64 = 2) throws -> Result {
+        let transformer = Transformer(weights: weights, contextLength: depth + n, maxBatch: min(max(depth, 1), 512), pool: pool)
         var rng = SplitMix64(seed: seed)
+        try fill(transformer, depth: depth, batch: 512, rng: &rng)
         var speeds: [Double] = []
         for rep in 0...repetitions {
             var token = Int(rng.next() % UInt64(weights.config.vocabSize))
             let t0 = DispatchTime.now().uptimeNanoseconds
-            for pos in 0..<n {
+            for pos in depth..<(depth + n) {
                 try transformer.forward(token: token, position: pos)
                 token = argmax(transformer.logits)
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             if rep > 0 { speeds.append(Double(n) / seconds) }
         }
-        return Result(test: "tg\(n)", tokens: n, threads: pool.threadCount, tokensPerSecond: speeds)
+        var result = Result(test: "tg\(n)", tokens: n, threads: pool.threadCount, tokensPerSecond: speeds)
+        result.depth = depth
+        return result
+    }
+
+    /// Puts `depth` random tokens in the cache (positions 0..<depth, in batches of at most
+    /// `batch`): every repetition of a test then starts at position `depth`, overwriting only
+    /// its own positions.
+    private func fill(_ transformer: Transformer, depth: Int, batch: Int, rng: inout SplitMix64) throws {
+        var position = 0
+        while position < depth {
+            let count = min(batch, depth - position)
+            let tokens = (0..<count).map { _ in Int(rng.next() % UInt64(weights.config.vocabSize)) }
+            try transformer.forward(tokens: tokens, startPosition: position)
+            position += count
+        }
     }
 
     /// `tgN×S`: S sequences decoded together, one token each per step (`Transformer.step`, as
