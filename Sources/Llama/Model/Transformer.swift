@@ -292,12 +292,15 @@ public final class Transformer: @unchecked Sendable {
                     // head and the query heads that read it: each block of 64 keys then serves
                     // every head of the group from L1, and two heads' weighted sums share each
                     // value row (and run two independent chains of FMAs). Grouping when the
-                    // tasks still outnumber the threads well, or when there is one thread's worth.
+                    // tasks still outnumber the threads well or split evenly over them, or when
+                    // there is one thread's worth (3 groups on 2 threads would leave one idle a third
+                    // of the time; 9 query heads lose less).
                     let parallel = (positions.max()! + 1) * count * c.headCount * c.headDim >= 64 * 1024
-                    let grouped = group > 1 && (!parallel || count * c.kvHeadCount >= 4 * pool.threadCount)
-                    let units = grouped ? c.kvHeadCount : c.headCount
+                    let units = count * c.kvHeadCount
+                    let grouped = group > 1 && (!parallel || units >= 4 * pool.threadCount || units % pool.threadCount == 0)
+                    let unitsPerToken = grouped ? c.kvHeadCount : c.headCount
                     let work = { (task: Int) in
-                        let i = task / units, u = task % units
+                        let i = task / unitsPerToken, u = task % unitsPerToken
                         let heads = grouped ? (u * group)..<((u + 1) * group) : u..<(u + 1)
                         let length = positions[i] + 1
                         let base = slots[i] * ctx * c.kvDim
@@ -325,7 +328,7 @@ public final class Transformer: @unchecked Sendable {
                             }
                         }
                     }
-                    let tasks = count * units
+                    let tasks = count * unitsPerToken
                     if !parallel {
                         for t in 0..<tasks { work(t) }
                     } else {
