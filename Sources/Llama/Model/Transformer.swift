@@ -70,8 +70,12 @@ public final class Transformer: @unchecked Sendable {
     // Zero-filled by calloc, so pages become resident only as positions are used: memory grows
     // with the context actually used, not the context allowed.
     private let scores: UnsafeMutablePointer<Float>      // (maxBatch * headCount, contextLength) attention rows
-    private let keyCache: [UnsafeMutablePointer<Float>]   // per layer: (sequences, contextLength, kvHeadCount * headDim)
-    private let valueCache: [UnsafeMutablePointer<Float>] // per layer: (sequences, contextLength, kvHeadCount * headDim)
+    // Per layer: (sequences, kvHeadCount, contextLength, headDim). Each head's keys and values are
+    // one contiguous run, which attention reads as one sequential stream per head (with the
+    // heads interleaved in each position's row, a head read 256 of every 768 bytes: a strided
+    // pattern the prefetchers followed poorly at long contexts).
+    private let keyCache: [UnsafeMutablePointer<Float>]
+    private let valueCache: [UnsafeMutablePointer<Float>]
     /// (vocabSize) logits of the token after the last one run. Read it rather than keeping
     /// `forward`'s result across calls: a kept copy makes the next call copy 4 × vocab bytes.
     public private(set) var logits: [Float]
@@ -175,9 +179,11 @@ public final class Transformer: @unchecked Sendable {
             throw LlamaError.invalidArgument("cannot copy \(count) positions from sequence \(source) to \(target) of \(sequences)")
         }
         guard source != target else { return }
-        let kv = config.kvDim, stride = contextLength * kv
+        let headStride = contextLength * config.headDim, stride = config.kvHeadCount * headStride
         for cache in keyCache + valueCache {
-            (cache + target * stride).update(from: cache + source * stride, count: count * kv)
+            for h in 0..<config.kvHeadCount {
+                (cache + target * stride + h * headStride).update(from: cache + source * stride + h * headStride, count: count * config.headDim)
+            }
         }
     }
 
@@ -187,7 +193,6 @@ public final class Transformer: @unchecked Sendable {
         let c = config
         let n = tokens.count
         let ropes = positions.map { RoPETable(position: $0, ropeDim: c.ropeDim, theta: c.ropeTheta) }
-        let cacheRows = zip(slots, positions).map { $0 * contextLength + $1 }
         x.withUnsafeMutableBufferPointer { xp in
             for (i, t) in tokens.enumerated() { weights.tokenEmbedding.row(t, into: xp.baseAddress! + i * c.dim) }
         }
@@ -209,8 +214,11 @@ public final class Transformer: @unchecked Sendable {
                             for h in 0..<c.kvHeadCount {
                                 ropes[i].apply(key + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
                             }
-                            (k + cacheRows[i] * c.kvDim).update(from: key, count: c.kvDim)
-                            (v + cacheRows[i] * c.kvDim).update(from: vp.baseAddress! + i * c.kvDim, count: c.kvDim)
+                            for h in 0..<c.kvHeadCount {
+                                let row = ((slots[i] * c.kvHeadCount + h) * contextLength + positions[i]) * c.headDim
+                                (k + row).update(from: key + h * c.headDim, count: c.headDim)
+                                (v + row).update(from: vp.baseAddress! + i * c.kvDim + h * c.headDim, count: c.headDim)
+                            }
                         }
                     }
                 }
@@ -303,27 +311,26 @@ public final class Transformer: @unchecked Sendable {
                         let i = task / unitsPerToken, u = task % unitsPerToken
                         let heads = grouped ? (u * group)..<((u + 1) * group) : u..<(u + 1)
                         let length = positions[i] + 1
-                        let base = slots[i] * ctx * c.kvDim
-                        let kvHead = (heads.lowerBound / group) * c.headDim
-                        let keys = kp.pointer + base + kvHead, values = vp.pointer + base + kvHead
+                        let head = (slots[i] * c.kvHeadCount + heads.lowerBound / group) * ctx * c.headDim
+                        let keys = kp.pointer + head, values = vp.pointer + head
                         @inline(__always) func query(_ h: Int) -> UnsafeMutablePointer<Float> { qp.pointer + i * c.queryDim + h * c.headDim }
                         @inline(__always) func row(_ h: Int) -> UnsafeMutablePointer<Float> { sp.pointer + (i * c.headCount + h) * ctx }
                         @inline(__always) func output(_ h: Int) -> UnsafeMutablePointer<Float> { op.pointer + i * c.queryDim + h * c.headDim }
                         for block in stride(from: 0, to: length, by: 64) {
                             let m = min(64, length - block)
                             for h in heads {
-                                scaledDots(row(h) + block, query(h), keys + block * c.kvDim, stride: c.kvDim, count: m, n: c.headDim, scale: scale)
+                                scaledDots(row(h) + block, query(h), keys + block * c.headDim, stride: c.headDim, count: m, n: c.headDim, scale: scale)
                             }
                         }
                         var h = heads.lowerBound
                         while h < heads.upperBound {
                             if h + 1 < heads.upperBound {
                                 softmax(row(h), row(h + 1), length)
-                                weightedSums(output(h), output(h + 1), row(h), row(h + 1), values, stride: c.kvDim, count: length, n: c.headDim)
+                                weightedSums(output(h), output(h + 1), row(h), row(h + 1), values, stride: c.headDim, count: length, n: c.headDim)
                                 h += 2
                             } else {
                                 softmax(row(h), length)
-                                weightedSum(output(h), row(h), values, stride: c.kvDim, count: length, n: c.headDim)
+                                weightedSum(output(h), row(h), values, stride: c.headDim, count: length, n: c.headDim)
                                 h += 1
                             }
                         }
