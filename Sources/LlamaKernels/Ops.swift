@@ -456,7 +456,35 @@ public func scaledDots(_ out: UnsafeMutablePointer<Float>, _ q: UnsafePointer<Fl
     let wide = n / 16 * 16
     #if LLAMA_AVX512
     // 16 lanes: lanes 0-7 of an accumulator are the 8-lane loop's `a`, lanes 8-15 its `b`, each
-    // summed in the same order, so the scores keep their bits with half the instructions.
+    // summed in the same order, so the scores keep their bits with half the instructions. Eight
+    // rows at a time: each accumulator waits on its own FMA once per 16 columns, and eight
+    // chains keep both FMA units busy where four left one idle.
+    while t + 8 <= count {
+        let r0 = rows + t * stride, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride
+        let r4 = r3 + stride, r5 = r4 + stride, r6 = r5 + stride, r7 = r6 + stride
+        var a0 = SIMD16<Float>(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0
+        var i = 0
+        while i < wide {
+            let qv = loadF32x16(q + i)
+            a0.addProduct(loadF32x16(r0 + i), qv); a1.addProduct(loadF32x16(r1 + i), qv)
+            a2.addProduct(loadF32x16(r2 + i), qv); a3.addProduct(loadF32x16(r3 + i), qv)
+            a4.addProduct(loadF32x16(r4 + i), qv); a5.addProduct(loadF32x16(r5 + i), qv)
+            a6.addProduct(loadF32x16(r6 + i), qv); a7.addProduct(loadF32x16(r7 + i), qv)
+            i += 16
+        }
+        var s = sequentialSums(a0.lowHalf + a0.highHalf, a1.lowHalf + a1.highHalf,
+                               a2.lowHalf + a2.highHalf, a3.lowHalf + a3.highHalf)
+        var u = sequentialSums(a4.lowHalf + a4.highHalf, a5.lowHalf + a5.highHalf,
+                               a6.lowHalf + a6.highHalf, a7.lowHalf + a7.highHalf)
+        while i < n {
+            s += SIMD4(r0[i], r1[i], r2[i], r3[i]) * q[i]
+            u += SIMD4(r4[i], r5[i], r6[i], r7[i]) * q[i]
+            i += 1
+        }
+        out[t] = s[0] * scale; out[t + 1] = s[1] * scale; out[t + 2] = s[2] * scale; out[t + 3] = s[3] * scale
+        out[t + 4] = u[0] * scale; out[t + 5] = u[1] * scale; out[t + 6] = u[2] * scale; out[t + 7] = u[3] * scale
+        t += 8
+    }
     while t + 4 <= count {
         let r0 = rows + t * stride, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride
         var a0 = SIMD16<Float>(), a1 = a0, a2 = a0, a3 = a0

@@ -305,11 +305,21 @@ public final class Transformer: @unchecked Sendable {
                     // of the time; 9 query heads lose less).
                     let parallel = (positions.max()! + 1) * count * c.headCount * c.headDim >= 64 * 1024
                     let units = count * c.kvHeadCount
+                    // Otherwise a task is a pair of query heads of one group (or a last single one):
+                    // the pair still shares its keys and values, and 9 heads in 6 tasks of 2 or 1
+                    // balance two threads.
                     let grouped = group > 1 && (!parallel || units >= 4 * pool.threadCount || units % pool.threadCount == 0)
-                    let unitsPerToken = grouped ? c.kvHeadCount : c.headCount
+                    let pairsPerGroup = (group + 1) / 2
+                    let unitsPerToken = grouped ? c.kvHeadCount : c.kvHeadCount * pairsPerGroup
                     let work = { (task: Int) in
                         let i = task / unitsPerToken, u = task % unitsPerToken
-                        let heads = grouped ? (u * group)..<((u + 1) * group) : u..<(u + 1)
+                        let heads: Range<Int>
+                        if grouped {
+                            heads = (u * group)..<((u + 1) * group)
+                        } else {
+                            let first = (u / pairsPerGroup) * group + (u % pairsPerGroup) * 2
+                            heads = first..<min(first + 2, (u / pairsPerGroup + 1) * group)
+                        }
                         let length = positions[i] + 1
                         let head = (slots[i] * c.kvHeadCount + heads.lowerBound / group) * ctx * c.headDim
                         let keys = kp.pointer + head, values = vp.pointer + head
