@@ -1,0 +1,70 @@
+// Prompt tiles for the interleaved 4-bit formats in 64-byte registers, for CPUs with AVX-512
+// VNNI (Package.swift sets LLAMA_VNNI). Two adjacent 8-row groups share each register: lanes 0-7
+// hold a 4-byte chunk of each row of the first group, lanes 8-15 the same chunk of the second,
+// so one `vpdpbusd` against a 4-byte group of activations broadcast to all 16 lanes advances 16
+// rows, where the 32-byte kernels advance 8. Each row's integer sums and their scaling are the
+// 32-byte kernel's lane for lane, so rows keep their bits (InterleavedTests).
+
+#if LLAMA_VNNI
+import _Builtin_intrinsics.intel
+import Foundation
+
+/// Whether the 16-row tiles are used (LLAMA_SWIFT_WIDE16=0 turns them off, to compare).
+let wide16 = ProcessInfo.processInfo.environment["LLAMA_SWIFT_WIDE16"] != "0"
+
+/// The same 32 bytes of two groups, side by side.
+@inline(__always) private func pair(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer) -> __m512i {
+    __m512i(lowHalf: a.loadUnaligned(as: __m256i.self), highHalf: b.loadUnaligned(as: __m256i.self))
+}
+
+/// 8 Float16 values of each group → 16 floats.
+@inline(__always) private func halves16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer) -> __m512 {
+    _mm512_cvtph_ps(_mm256_setr_m128i(a.loadUnaligned(as: __m128i.self), b.loadUnaligned(as: __m128i.self)))
+}
+
+/// Four activation bytes in every 32-bit lane.
+@inline(__always) private func broadcast4(_ p: UnsafeRawPointer) -> __m512i {
+    _mm512_set1_epi32(p.loadUnaligned(as: Int32.self))
+}
+
+/// 16 rows (groups `a` and `b`) of Q4_0 or Q4_1 · 4 quantized inputs: `gemm4Q4_0x8` on both
+/// groups at once.
+@inline(__always)
+func gemm4Q4_0x16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
+                  _ x2: Q8Activations, _ x3: Q8Activations, q4_1: Bool) -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
+    let mask = _mm512_set1_epi8(0x0F)
+    let blockBytes = q4_1 ? 160 : 144, qsOffset = q4_1 ? 32 : 16
+    var a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    for k in 0..<(x0.count / 32) {
+        let ba = a + k * blockBytes, bb = b + k * blockBytes, o = k * 32
+        let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
+        let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
+        var s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0
+        for c in 0..<4 {
+            let v = pair(ba + qsOffset + 32 * c, bb + qsOffset + 32 * c)
+            let lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask)
+            s0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s0, lo, broadcast4(p0 + 4 * c)), hi, broadcast4(p0 + 16 + 4 * c))
+            s1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s1, lo, broadcast4(p1 + 4 * c)), hi, broadcast4(p1 + 16 + 4 * c))
+            s2 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s2, lo, broadcast4(p2 + 4 * c)), hi, broadcast4(p2 + 16 + 4 * c))
+            s3 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s3, lo, broadcast4(p3 + 4 * c)), hi, broadcast4(p3 + 16 + 4 * c))
+        }
+        let d = halves16(ba, bb)
+        @inline(__always) func finish(_ s: __m512i, _ x: Q8Activations, _ acc: inout __m512) {
+            let sums = q4_1 ? s : _mm512_sub_epi32(s, _mm512_set1_epi32(8 * x.blockSum(k)))
+            acc = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(x.d[k])), _mm512_cvtepi32_ps(sums), acc)
+        }
+        finish(s0, x0, &a0); finish(s1, x1, &a1); finish(s2, x2, &a2); finish(s3, x3, &a3)
+    }
+    if q4_1 {
+        // The offsets in their own sums, added last, as gemm4Q4_0x8 adds them.
+        var o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0
+        for k in 0..<(x0.count / 32) {
+            let m = halves16(a + k * blockBytes + 16, b + k * blockBytes + 16)
+            o0 = _mm512_fmadd_ps(m, _mm512_set1_ps(x0.s[k]), o0); o1 = _mm512_fmadd_ps(m, _mm512_set1_ps(x1.s[k]), o1)
+            o2 = _mm512_fmadd_ps(m, _mm512_set1_ps(x2.s[k]), o2); o3 = _mm512_fmadd_ps(m, _mm512_set1_ps(x3.s[k]), o3)
+        }
+        a0 = _mm512_add_ps(a0, o0); a1 = _mm512_add_ps(a1, o1); a2 = _mm512_add_ps(a2, o2); a3 = _mm512_add_ps(a3, o3)
+    }
+    return (a0, a1, a2, a3)
+}
+#endif
