@@ -637,13 +637,16 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
     let batch = xq.count
     var r = rows.lowerBound
     #if LLAMA_VNNI
-    // Two groups (16 rows) at a time in 64-byte registers for Q4_0 and Q4_1 batches (Interleaved512.swift).
-    if batch >= 4 && (w.type == .q4_0 || w.type == .q4_1) && wide16 {
+    // Two groups (16 rows) at a time in 64-byte registers for Q8_0, Q4_0 and Q4_1 batches
+    // (Interleaved512.swift).
+    if batch >= 4 && (w.type == .q8_0 || w.type == .q4_0 || w.type == .q4_1) && wide16 {
         while r + 16 <= rows.upperBound {
             let group = w.data + r / 8 * groupBytes
             var b = 0
             while b + 4 <= batch {
-                let v = gemm4Q4_0x16(group, group + groupBytes, xq[b], xq[b + 1], xq[b + 2], xq[b + 3], q4_1: w.type == .q4_1)
+                let v = w.type == .q8_0
+                    ? gemm4Q8_0x16(group, group + groupBytes, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
+                    : gemm4Q4_0x16(group, group + groupBytes, xq[b], xq[b + 1], xq[b + 2], xq[b + 3], q4_1: w.type == .q4_1)
                 @inline(__always) func store16(_ v: SIMD16<Float>, _ b: Int) {
                     UnsafeMutableRawPointer(output + b * outputStride + r).storeBytes(of: v, as: SIMD16<Float>.self)
                 }
@@ -652,7 +655,12 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
             }
             while b < batch {
                 for g in 0..<2 {
-                    store(w.type == .q4_0 ? gemvQ4_0x8(group + g * groupBytes, xq[b]) : gemvQ4_1x8(group + g * groupBytes, xq[b]), b, r + 8 * g)
+                    let v = switch w.type {
+                    case .q8_0: gemvQ8_0x8(group + g * groupBytes, xq[b])
+                    case .q4_0: gemvQ4_0x8(group + g * groupBytes, xq[b])
+                    default: gemvQ4_1x8(group + g * groupBytes, xq[b])
+                    }
+                    store(v, b, r + 8 * g)
                 }
                 b += 1
             }

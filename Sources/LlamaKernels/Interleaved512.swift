@@ -67,4 +67,31 @@ func gemm4Q4_0x16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activati
     }
     return (a0, a1, a2, a3)
 }
+/// 16 rows of Q8_0 · 4 quantized inputs. `vpdpbusd` wants one unsigned operand: the weights
+/// offset by 128 (one xor per 64 bytes, shared by the four inputs) give Σ(w + 128)·x, and
+/// 128·Σx, known per block, comes off as an integer: the same exact sums as `gemm4Q8_0x8`'s.
+@inline(__always)
+func gemm4Q8_0x16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
+                  _ x2: Q8Activations, _ x3: Q8Activations) -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
+    let offset = _mm512_set1_epi8(-128)
+    var a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    for k in 0..<(x0.count / 32) {
+        let ba = a + k * 272, bb = b + k * 272, o = k * 32
+        let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
+        let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
+        var s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0
+        for c in 0..<8 {
+            let u = _mm512_xor_si512(pair(ba + 16 + 32 * c, bb + 16 + 32 * c), offset)
+            s0 = _mm512_dpbusd_epi32(s0, u, broadcast4(p0 + 4 * c)); s1 = _mm512_dpbusd_epi32(s1, u, broadcast4(p1 + 4 * c))
+            s2 = _mm512_dpbusd_epi32(s2, u, broadcast4(p2 + 4 * c)); s3 = _mm512_dpbusd_epi32(s3, u, broadcast4(p3 + 4 * c))
+        }
+        let d = halves16(ba, bb)
+        @inline(__always) func finish(_ s: __m512i, _ x: Q8Activations, _ acc: inout __m512) {
+            let sums = _mm512_sub_epi32(s, _mm512_set1_epi32(128 * x.blockSum(k)))
+            acc = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(x.d[k])), _mm512_cvtepi32_ps(sums), acc)
+        }
+        finish(s0, x0, &a0); finish(s1, x1, &a1); finish(s2, x2, &a2); finish(s3, x3, &a3)
+    }
+    return (a0, a1, a2, a3)
+}
 #endif
