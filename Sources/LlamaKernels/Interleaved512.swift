@@ -94,4 +94,57 @@ func gemm4Q8_0x16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activati
     }
     return (a0, a1, a2, a3)
 }
+/// 8 unsigned bytes of each group → 16 floats.
+@inline(__always) private func bytes16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer) -> __m512 {
+    let both = _mm_unpacklo_epi64(_mm_loadl_epi64(a.assumingMemoryBound(to: __m128i.self)),
+                                  _mm_loadl_epi64(b.assumingMemoryBound(to: __m128i.self)))
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(both))
+}
+
+/// 16 rows of Q4_K · 4 quantized inputs: `gemm4Q4_Kx8` on two groups at once.
+@inline(__always)
+func gemm4Q4_Kx16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
+                  _ x2: Q8Activations, _ x3: Q8Activations) -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
+    let mask = _mm512_set1_epi8(0x0F)
+    var a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    for sb in 0..<(x0.count / 256) {
+        let ba = a + sb * 1184, bb = b + sb * 1184
+        let d = halves16(ba, bb)
+        for p in 0..<4 {
+            let qa = ba + 160 + 256 * p, qb = bb + 160 + 256 * p, o = sb * 256 + 64 * p
+            let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
+            let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
+            var l0 = _mm512_setzero_si512(), l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0, h3 = l0
+            for c in 0..<8 {
+                let v = pair(qa + 32 * c, qb + 32 * c)
+                let lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask)
+                l0 = _mm512_dpbusd_epi32(l0, lo, broadcast4(p0 + 4 * c)); h0 = _mm512_dpbusd_epi32(h0, hi, broadcast4(p0 + 32 + 4 * c))
+                l1 = _mm512_dpbusd_epi32(l1, lo, broadcast4(p1 + 4 * c)); h1 = _mm512_dpbusd_epi32(h1, hi, broadcast4(p1 + 32 + 4 * c))
+                l2 = _mm512_dpbusd_epi32(l2, lo, broadcast4(p2 + 4 * c)); h2 = _mm512_dpbusd_epi32(h2, hi, broadcast4(p2 + 32 + 4 * c))
+                l3 = _mm512_dpbusd_epi32(l3, lo, broadcast4(p3 + 4 * c)); h3 = _mm512_dpbusd_epi32(h3, hi, broadcast4(p3 + 32 + 4 * c))
+            }
+            for h in 0..<2 {
+                let j = 2 * p + h, xb = sb * 8 + j
+                let dsc = _mm512_mul_ps(d, bytes16(ba + 32 + 8 * j, bb + 32 + 8 * j))
+                @inline(__always) func finish(_ s: __m512i, _ x: Q8Activations, _ acc: inout __m512) {
+                    acc = _mm512_fmadd_ps(_mm512_mul_ps(dsc, _mm512_set1_ps(x.d[xb])), _mm512_cvtepi32_ps(s), acc)
+                }
+                finish(h == 0 ? l0 : h0, x0, &a0); finish(h == 0 ? l1 : h1, x1, &a1)
+                finish(h == 0 ? l2 : h2, x2, &a2); finish(h == 0 ? l3 : h3, x3, &a3)
+            }
+        }
+    }
+    // The offsets dmin·m_j·(dx_j·Σx_j) in their own sums, subtracted last, as gemm4Q4_Kx8 does.
+    var o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0
+    for sb in 0..<(x0.count / 256) {
+        let ba = a + sb * 1184, bb = b + sb * 1184
+        let dmin = halves16(ba + 16, bb + 16)
+        for j in 0..<8 {
+            let xb = sb * 8 + j, dmn = _mm512_mul_ps(dmin, bytes16(ba + 96 + 8 * j, bb + 96 + 8 * j))
+            o0 = _mm512_fmadd_ps(dmn, _mm512_set1_ps(x0.s[xb]), o0); o1 = _mm512_fmadd_ps(dmn, _mm512_set1_ps(x1.s[xb]), o1)
+            o2 = _mm512_fmadd_ps(dmn, _mm512_set1_ps(x2.s[xb]), o2); o3 = _mm512_fmadd_ps(dmn, _mm512_set1_ps(x3.s[xb]), o3)
+        }
+    }
+    return (_mm512_sub_ps(a0, o0), _mm512_sub_ps(a1, o1), _mm512_sub_ps(a2, o2), _mm512_sub_ps(a3, o3))
+}
 #endif
