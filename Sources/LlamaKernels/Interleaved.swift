@@ -637,9 +637,8 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
     let batch = xq.count
     var r = rows.lowerBound
     #if LLAMA_VNNI
-    // Two groups (16 rows) at a time in 64-byte registers for Q8_0, Q4_0, Q4_1 and Q4_K batches
-    // (Interleaved512.swift).
-    if batch >= 4 && (w.type == .q8_0 || w.type == .q4_0 || w.type == .q4_1 || w.type == .q4_K) && wide16 {
+    // Two groups (16 rows) at a time in 64-byte registers for batches (Interleaved512.swift).
+    if batch >= 4 && wide16 {
         while r + 16 <= rows.upperBound {
             let group = w.data + r / 8 * groupBytes
             var b = 0
@@ -648,6 +647,7 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
                 let v = switch w.type {
                 case .q8_0: gemm4Q8_0x16(group, next, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
                 case .q4_K: gemm4Q4_Kx16(group, next, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
+                case .q6_K: gemm4Q6_Kx16(group, next, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
                 default: gemm4Q4_0x16(group, next, xq[b], xq[b + 1], xq[b + 2], xq[b + 3], q4_1: w.type == .q4_1)
                 }
                 @inline(__always) func store16(_ v: SIMD16<Float>, _ b: Int) {
@@ -662,6 +662,7 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
                     case .q8_0: gemvQ8_0x8(group + g * groupBytes, xq[b])
                     case .q4_0: gemvQ4_0x8(group + g * groupBytes, xq[b])
                     case .q4_K: gemvQ4_Kx8(group + g * groupBytes, xq[b])
+                    case .q6_K: gemvQ6_Kx8(group + g * groupBytes, xq[b])
                     default: gemvQ4_1x8(group + g * groupBytes, xq[b])
                     }
                     store(v, b, r + 8 * g)

@@ -147,4 +147,52 @@ func gemm4Q4_Kx16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activati
     }
     return (_mm512_sub_ps(a0, o0), _mm512_sub_ps(a1, o1), _mm512_sub_ps(a2, o2), _mm512_sub_ps(a3, o3))
 }
+/// 8 signed bytes of each group → 16 int32 lanes.
+@inline(__always) private func signedBytes16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer) -> __m512i {
+    _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64(a.assumingMemoryBound(to: __m128i.self)),
+                                            _mm_loadl_epi64(b.assumingMemoryBound(to: __m128i.self))))
+}
+
+/// 16 rows of Q6_K · 4 quantized inputs: `gemm4Q6_Kx8` on two groups at once.
+@inline(__always)
+func gemm4Q6_Kx16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
+                  _ x2: Q8Activations, _ x3: Q8Activations) -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
+    let m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x30)
+    var a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    for sb in 0..<(x0.count / 256) {
+        let ba = a + sb * 1680, bb = b + sb * 1680
+        let d = halves16(ba, bb)
+        for g in 0..<8 {
+            let xb = sb * 8 + g, la = ba + 144 + 192 * g, lb = bb + 144 + 192 * g, o = xb * 32
+            let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
+            let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
+            var lo0 = _mm512_setzero_si512(), lo1 = lo0, lo2 = lo0, lo3 = lo0, hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0
+            for p in 0..<2 {
+                let h = pair(la + 128 + 32 * p, lb + 128 + 32 * p)
+                let v0 = pair(la + 64 * p, lb + 64 * p), v1 = pair(la + 64 * p + 32, lb + 64 * p + 32)
+                // As in q6_KGroupSums: chunk 2p (l0, u0) and chunk 2p+1 (l1, u1).
+                let l0 = _mm512_or_si512(_mm512_and_si512(v0, m4), _mm512_and_si512(_mm512_slli_epi16(h, 4), m2))
+                let u0 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v0, 4), m4), _mm512_and_si512(_mm512_slli_epi16(h, 2), m2))
+                let l1 = _mm512_or_si512(_mm512_and_si512(v1, m4), _mm512_and_si512(h, m2))
+                let u1 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v1, 4), m4), _mm512_and_si512(_mm512_srli_epi16(h, 2), m2))
+                let c = 8 * p
+                @inline(__always) func sums(_ xq: UnsafeRawPointer, _ lo: inout __m512i, _ hi: inout __m512i) {
+                    lo = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(lo, l0, broadcast4(xq + c)), l1, broadcast4(xq + c + 4))
+                    hi = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(hi, u0, broadcast4(xq + 16 + c)), u1, broadcast4(xq + 20 + c))
+                }
+                sums(p0, &lo0, &hi0); sums(p1, &lo1, &hi1); sums(p2, &lo2, &hi2); sums(p3, &lo3, &hi3)
+            }
+            // As q6_KFinish: d·dx·(sc_lo·(Σu·x − 32·Σx_lo) + sc_hi·(Σu·x − 32·Σx_hi)).
+            let scLo = signedBytes16(ba + 16 + 16 * g, bb + 16 + 16 * g), scHi = signedBytes16(ba + 24 + 16 * g, bb + 24 + 16 * g)
+            @inline(__always) func finish(_ lo: __m512i, _ hi: __m512i, _ x: Q8Activations, _ acc: inout __m512) {
+                let l = _mm512_sub_epi32(lo, _mm512_set1_epi32(32 * x.halfSums[2 * xb]))
+                let h = _mm512_sub_epi32(hi, _mm512_set1_epi32(32 * x.halfSums[2 * xb + 1]))
+                let t = _mm512_add_epi32(_mm512_mullo_epi32(scLo, l), _mm512_mullo_epi32(scHi, h))
+                acc = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(x.d[xb])), _mm512_cvtepi32_ps(t), acc)
+            }
+            finish(lo0, hi0, x0, &a0); finish(lo1, hi1, x1, &a1); finish(lo2, hi2, x2, &a2); finish(lo3, hi3, x3, &a3)
+        }
+    }
+    return (a0, a1, a2, a3)
+}
 #endif
