@@ -522,32 +522,44 @@ func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
 }
 
 
+/// The unsigned 6-bit values of chunks 2p and 2p+1 of a Q6_K group of 8 interleaved rows (see
+/// the layout at the top): `l0`, `l1` the first 16 elements' chunks, `u0`, `u1` the second 16's.
+@inline(__always)
+private func q6_KValues(_ low: UnsafeRawPointer, _ high: UnsafeRawPointer, _ p: Int) -> (l0: __m256i, u0: __m256i, l1: __m256i, u1: __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30)
+    let h = load32(high + 32 * p)
+    let v0 = load32(low + 64 * p), v1 = load32(low + 64 * p + 32)
+    // chunk 2p: high bits at 0-1 (first half) and 2-3 (second); chunk 2p+1: 4-5 and 6-7.
+    return (_mm256_or_si256(_mm256_and_si256(v0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2)),
+            _mm256_or_si256(_mm256_and_si256(v1, m4), _mm256_and_si256(h, m2)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m2)))
+}
+
+/// Adds chunks 2p and 2p+1's products with one input (`xq`: the group's 32 activations) to the
+/// sums of the first and second 16 elements, as int32 lanes (u < 64: two products fit an int16,
+/// so pairs of chunks are widened without VNNI).
+@inline(__always)
+private func q6_KAccumulate(_ v: (l0: __m256i, u0: __m256i, l1: __m256i, u1: __m256i), _ xq: UnsafeRawPointer, _ p: Int,
+                            _ lo32: inout __m256i, _ hi32: inout __m256i) {
+    let c = 8 * p
+    #if LLAMA_VNNI
+    lo32 = mac32(mac32(lo32, v.l0, broadcast4(xq + c)), v.l1, broadcast4(xq + c + 4))
+    hi32 = mac32(mac32(hi32, v.u0, broadcast4(xq + 16 + c)), v.u1, broadcast4(xq + 20 + c))
+    #else
+    let sl = _mm256_add_epi16(_mm256_maddubs_epi16(v.l0, broadcast4(xq + c)), _mm256_maddubs_epi16(v.l1, broadcast4(xq + c + 4)))
+    let sh = _mm256_add_epi16(_mm256_maddubs_epi16(v.u0, broadcast4(xq + 16 + c)), _mm256_maddubs_epi16(v.u1, broadcast4(xq + 20 + c)))
+    lo32 = _mm256_add_epi32(lo32, _mm256_madd_epi16(sl, _mm256_set1_epi16(1)))
+    hi32 = _mm256_add_epi32(hi32, _mm256_madd_epi16(sh, _mm256_set1_epi16(1)))
+    #endif
+}
+
 /// Σ u·x over the two halves (16 + 16 elements) of group `g` of a Q6_K super-block of 8
-/// interleaved rows, as int32 lanes (u < 64: two products fit an int16, so pairs of chunks
-/// are widened).
+/// interleaved rows, as int32 lanes.
 @inline(__always)
 private func q6_KGroupSums(_ low: UnsafeRawPointer, _ high: UnsafeRawPointer, _ xq: UnsafeRawPointer) -> (__m256i, __m256i) {
-    let m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30)
     var lo32 = _mm256_setzero_si256(), hi32 = lo32
-    for p in 0..<2 {
-        let h = load32(high + 32 * p)
-        let v0 = load32(low + 64 * p), v1 = load32(low + 64 * p + 32)
-        // chunk 2p: high bits at 0-1 (first half) and 2-3 (second); chunk 2p+1: 4-5 and 6-7.
-        let l0 = _mm256_or_si256(_mm256_and_si256(v0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2))
-        let u0 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2))
-        let l1 = _mm256_or_si256(_mm256_and_si256(v1, m4), _mm256_and_si256(h, m2))
-        let u1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m2))
-        let c = 2 * p
-        #if LLAMA_VNNI
-        lo32 = mac32(mac32(lo32, l0, broadcast4(xq + 4 * c)), l1, broadcast4(xq + 4 * c + 4))
-        hi32 = mac32(mac32(hi32, u0, broadcast4(xq + 16 + 4 * c)), u1, broadcast4(xq + 20 + 4 * c))
-        #else
-        let sl = _mm256_add_epi16(_mm256_maddubs_epi16(l0, broadcast4(xq + 4 * c)), _mm256_maddubs_epi16(l1, broadcast4(xq + 4 * c + 4)))
-        let sh = _mm256_add_epi16(_mm256_maddubs_epi16(u0, broadcast4(xq + 16 + 4 * c)), _mm256_maddubs_epi16(u1, broadcast4(xq + 20 + 4 * c)))
-        lo32 = _mm256_add_epi32(lo32, _mm256_madd_epi16(sl, _mm256_set1_epi16(1)))
-        hi32 = _mm256_add_epi32(hi32, _mm256_madd_epi16(sh, _mm256_set1_epi16(1)))
-        #endif
-    }
+    for p in 0..<2 { q6_KAccumulate(q6_KValues(low, high, p), xq, p, &lo32, &hi32) }
     return (lo32, hi32)
 }
 
@@ -586,7 +598,6 @@ func gemvQ6_Kx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
 @inline(__always)
 func gemm4Q6_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
                  _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
-    let m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30)
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for sb in 0..<(x0.count / 256) {
         let block = group + sb * 1680
@@ -597,26 +608,9 @@ func gemm4Q6_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
             let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
             var lo0 = _mm256_setzero_si256(), lo1 = lo0, lo2 = lo0, lo3 = lo0, hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0
             for p in 0..<2 {
-                let h = load32(high + 32 * p)
-                let v0 = load32(low + 64 * p), v1 = load32(low + 64 * p + 32)
-                // As in q6_KGroupSums: chunk 2p (l0, u0) and chunk 2p+1 (l1, u1).
-                let l0 = _mm256_or_si256(_mm256_and_si256(v0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2))
-                let u0 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v0, 4), m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2))
-                let l1 = _mm256_or_si256(_mm256_and_si256(v1, m4), _mm256_and_si256(h, m2))
-                let u1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v1, 4), m4), _mm256_and_si256(_mm256_srli_epi16(h, 2), m2))
-                let c = 8 * p
-                @inline(__always) func sums(_ xq: UnsafeRawPointer, _ lo: inout __m256i, _ hi: inout __m256i) {
-                    #if LLAMA_VNNI
-                    lo = mac32(mac32(lo, l0, broadcast4(xq + c)), l1, broadcast4(xq + c + 4))
-                    hi = mac32(mac32(hi, u0, broadcast4(xq + 16 + c)), u1, broadcast4(xq + 20 + c))
-                    #else
-                    let sl = _mm256_add_epi16(_mm256_maddubs_epi16(l0, broadcast4(xq + c)), _mm256_maddubs_epi16(l1, broadcast4(xq + c + 4)))
-                    let sh = _mm256_add_epi16(_mm256_maddubs_epi16(u0, broadcast4(xq + 16 + c)), _mm256_maddubs_epi16(u1, broadcast4(xq + 20 + c)))
-                    lo = _mm256_add_epi32(lo, _mm256_madd_epi16(sl, _mm256_set1_epi16(1)))
-                    hi = _mm256_add_epi32(hi, _mm256_madd_epi16(sh, _mm256_set1_epi16(1)))
-                    #endif
-                }
-                sums(p0, &lo0, &hi0); sums(p1, &lo1, &hi1); sums(p2, &lo2, &hi2); sums(p3, &lo3, &hi3)
+                let v = q6_KValues(low, high, p)
+                q6_KAccumulate(v, p0, p, &lo0, &hi0); q6_KAccumulate(v, p1, p, &lo1, &hi1)
+                q6_KAccumulate(v, p2, p, &lo2, &hi2); q6_KAccumulate(v, p3, p, &lo3, &hi3)
             }
             q6_KFinish(block, g, (lo0, hi0), x0, xb, d, &a0)
             q6_KFinish(block, g, (lo1, hi1), x1, xb, d, &a1)

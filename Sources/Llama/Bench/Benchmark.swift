@@ -243,21 +243,7 @@ public struct Benchmark {
         var best = 0.0
         for _ in 0..<4 {
             let t0 = DispatchTime.now().uptimeNanoseconds
-            pool.parallelFor(chunks) { c in
-                // Four independent sums: one would wait on its own add's latency every 32 bytes
-                // (about 45 GB/s per core on Zen 5), below what the memory delivers.
-                var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0
-                let base = UnsafeRawPointer(p.pointer + c * perChunk)
-                var i = 0
-                while i + 32 <= perChunk {
-                    a0 += base.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-                    a1 += base.loadUnaligned(fromByteOffset: 4 * i + 32, as: SIMD8<Float>.self)
-                    a2 += base.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD8<Float>.self)
-                    a3 += base.loadUnaligned(fromByteOffset: 4 * i + 96, as: SIMD8<Float>.self)
-                    i += 32
-                }
-                s.pointer[c] = (a0 + a1 + a2 + a3).sum()
-            }
+            pool.parallelFor(chunks) { c in s.pointer[c] = Benchmark.sumStream(UnsafeRawPointer(p.pointer + c * perChunk), floats: perChunk) }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             best = max(best, Double(chunks * (perChunk / 32 * 32) * 4) / seconds)
         }
@@ -296,23 +282,29 @@ public struct Benchmark {
                 if offset + perThread * threads > count { offset = 0 }
                 let start = offset
                 pool.parallelFor(threads) { c in
-                    var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0
-                    let base = UnsafeRawPointer(p.pointer + start + c * perThread)
-                    var i = 0
-                    while i + 32 <= perThread {
-                        a0 += base.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-                        a1 += base.loadUnaligned(fromByteOffset: 4 * i + 32, as: SIMD8<Float>.self)
-                        a2 += base.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD8<Float>.self)
-                        a3 += base.loadUnaligned(fromByteOffset: 4 * i + 96, as: SIMD8<Float>.self)
-                        i += 32
-                    }
-                    s.pointer[c] += (a0 + a1 + a2 + a3).sum()
+                    s.pointer[c] += Benchmark.sumStream(UnsafeRawPointer(p.pointer + start + c * perThread), floats: perThread)
                 }
                 offset += perThread * threads
                 bytes += perThread * threads * 4
             }
         }
         return Double(bytes) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    }
+
+    /// The sum of `floats` floats (whole 32-float steps) read in one pass: the probes' stream.
+    /// Four independent sums: one would wait on its own add's latency every 32 bytes (about
+    /// 45 GB/s per core on Zen 5), below what the memory delivers.
+    private static func sumStream(_ base: UnsafeRawPointer, floats: Int) -> Float {
+        var a0 = SIMD8<Float>(), a1 = a0, a2 = a0, a3 = a0
+        var i = 0
+        while i + 32 <= floats {
+            a0 += base.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            a1 += base.loadUnaligned(fromByteOffset: 4 * i + 32, as: SIMD8<Float>.self)
+            a2 += base.loadUnaligned(fromByteOffset: 4 * i + 64, as: SIMD8<Float>.self)
+            a3 += base.loadUnaligned(fromByteOffset: 4 * i + 96, as: SIMD8<Float>.self)
+            i += 32
+        }
+        return (a0 + a1 + a2 + a3).sum()
     }
 
     /// Peak resident memory of this process so far, in bytes.
