@@ -130,7 +130,7 @@ final class BadInputTests: XCTestCase {
         }
         let bin = try Data(contentsOf: URL(fileURLWithPath: try SharedData.path("reference/ref-mha-512/ref-mha-512-v1.bin")))
         let cut = dir + "/cut.bin"
-        FileManager.default.createFile(atPath: cut, contents: bin.prefix(bin.count / 2))
+        XCTAssertTrue(FileManager.default.createFile(atPath: cut, contents: bin.prefix(bin.count / 2)))
         expectError({ _ = try Llama2C.loadWeights(path: cut) }) {
             if case .truncated(cut, _, _, _) = $0 { return true }
             return false
@@ -150,7 +150,7 @@ final class BadInputTests: XCTestCase {
 
     func testCorruptTokenizerModel() throws {
         let p = dir + "/tokenizer.model"
-        FileManager.default.createFile(atPath: p, contents: Data([0x0A, 0xFF, 0xFF, 0x03, 0x00]))
+        XCTAssertTrue(FileManager.default.createFile(atPath: p, contents: Data([0x0A, 0xFF, 0xFF, 0x03, 0x00])))
         expectError({ _ = try SentencePieceTokenizer(modelFile: p) }) {
             if case .corrupt(p, _, _) = $0 { return true }
             return false
@@ -159,7 +159,7 @@ final class BadInputTests: XCTestCase {
 
     func testNotAModel() throws {
         let p = dir + "/notes.txt"
-        FileManager.default.createFile(atPath: p, contents: Data("hello, this is text".utf8))
+        XCTAssertTrue(FileManager.default.createFile(atPath: p, contents: Data("hello, this is text".utf8)))
         expectError({ _ = try Model(path: p) }) { $0 == .unknownModelFormat(p) }
         expectError({ _ = try Model(path: dir + "/absent.gguf") }) { $0 == .fileNotFound(dir + "/absent.gguf") }
     }
@@ -199,7 +199,7 @@ final class ShardedCheckpointTests: XCTestCase {
         var map: [String: String] = [:]
         for (i, n) in names.enumerated() { map[n] = shards[i % 2] }
         let index = try JSONSerialization.data(withJSONObject: ["metadata": [:], "weight_map": map])
-        FileManager.default.createFile(atPath: dir + "/model.safetensors.index.json", contents: index)
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/model.safetensors.index.json", contents: index))
 
         let sharded = try Model(path: dir)
         let single = try Model(path: source)

@@ -52,7 +52,7 @@ final class CLITests: XCTestCase {
         try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: tmp) }
         let gguf = try Data(contentsOf: URL(fileURLWithPath: try SharedData.path("reference/ref-gqa-32k/ref-gqa-32k-f32.gguf")))
-        FileManager.default.createFile(atPath: tmp + "/cut.gguf", contents: gguf.prefix(gguf.count - 1000))
+        XCTAssertTrue(FileManager.default.createFile(atPath: tmp + "/cut.gguf", contents: gguf.prefix(gguf.count - 1000)))
         let cases: [([String], Data?, String)] = [
             (["run", "--model", tmp + "/cut.gguf", "hi"], nil, "truncated"),
             (["info", "--model", tmp + "/absent.gguf"], nil, "no such file"),

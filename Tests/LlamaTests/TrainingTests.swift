@@ -280,7 +280,7 @@ final class TrainingTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("llama-swift-empty-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        FileManager.default.createFile(atPath: dir + "/empty.txt", contents: Data("\n\n".utf8))
+        XCTAssertTrue(FileManager.default.createFile(atPath: dir + "/empty.txt", contents: Data("\n\n".utf8)))
         let tokenizer = try TokenizerLoader.load(file: try SharedData.path("tokenizer/tok512.model"))
         XCTAssertThrowsError(try TokenShard.write(files: [dir + "/empty.txt"], tokenizer: tokenizer, to: dir + "/e.tok")) { e in
             XCTAssertTrue("\(e)".contains("empty"), "\(e)")
