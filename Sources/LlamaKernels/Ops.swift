@@ -347,16 +347,22 @@ private func normalize(_ x: UnsafeMutablePointer<Float>, _ n: Int, _ scale: Floa
 /// while the other threads waited): the scalar formula's bits, as training's forward pass
 /// (Backprop.swift) computes them.
 public func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
+    swiglu(into: gate, gate, up, n)
+}
+
+/// out = silu(gate) * up, keeping `gate` (training needs it for the backward pass); `out` may
+/// be `gate`.
+public func swiglu(into out: UnsafeMutablePointer<Float>, _ gate: UnsafePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
     var i = 0
     while i + 8 <= n {
         let g = loadF32x8(gate + i)
         let v = g / (1 + expf8(-g)) * loadF32x8(up + i)
-        UnsafeMutableRawPointer(gate + i).storeBytes(of: v, as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(out + i).storeBytes(of: v, as: SIMD8<Float>.self)
         i += 8
     }
     while i < n {
         let g = gate[i]
-        gate[i] = g / (1 + expf(-g)) * up[i]
+        out[i] = g / (1 + expf(-g)) * up[i]
         i += 1
     }
 }

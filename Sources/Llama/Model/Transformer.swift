@@ -179,12 +179,18 @@ public final class Transformer: @unchecked Sendable {
             throw LlamaError.invalidArgument("cannot copy \(count) positions from sequence \(source) to \(target) of \(sequences)")
         }
         guard source != target else { return }
-        let headStride = contextLength * config.headDim, stride = config.kvHeadCount * headStride
         for cache in keyCache + valueCache {
             for h in 0..<config.kvHeadCount {
-                (cache + target * stride + h * headStride).update(from: cache + source * stride + h * headStride, count: count * config.headDim)
+                (cache + cacheOffset(target, h, 0)).update(from: cache + cacheOffset(source, h, 0), count: count * config.headDim)
             }
         }
+    }
+
+    /// Where (sequence, key/value head, position) starts in a layer's key or value cache:
+    /// (sequences, kvHeadCount, contextLength, headDim), each head's positions one run.
+    @inline(__always)
+    private func cacheOffset(_ sequence: Int, _ head: Int, _ position: Int) -> Int {
+        ((sequence * config.kvHeadCount + head) * contextLength + position) * config.headDim
     }
 
     /// Runs token i of sequence `slots[i]` at `positions[i]`; rows of one sequence come in
@@ -215,7 +221,7 @@ public final class Transformer: @unchecked Sendable {
                                 ropes[i].apply(key + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
                             }
                             for h in 0..<c.kvHeadCount {
-                                let row = ((slots[i] * c.kvHeadCount + h) * contextLength + positions[i]) * c.headDim
+                                let row = cacheOffset(slots[i], h, positions[i])
                                 (k + row).update(from: key + h * c.headDim, count: c.headDim)
                                 (v + row).update(from: vp.baseAddress! + i * c.kvDim + h * c.headDim, count: c.headDim)
                             }
@@ -296,18 +302,16 @@ public final class Transformer: @unchecked Sendable {
                     let qp = SendablePointer(qb.baseAddress!), op = SendablePointer(ob.baseAddress!)
                     let sp = SendablePointer(scores)
                     let kp = SendablePointer(keys), vp = SendablePointer(values)
-                    // A task is one query head, or with grouped-query attention one key/value
-                    // head and the query heads that read it: each block of 64 keys then serves
-                    // every head of the group from L1, and two heads' weighted sums share each
-                    // value row (and run two independent chains of FMAs). Grouping when the
-                    // tasks still outnumber the threads well or split evenly over them, or when
-                    // there is one thread's worth (3 groups on 2 threads would leave one idle a third
-                    // of the time; 9 query heads lose less).
+                    // A task is a key/value head with all the query heads that read it (each
+                    // block of 64 keys then serves them all from L1; pairs of heads share each
+                    // value row and run two independent chains of FMAs) when there are many such
+                    // tasks, when they split evenly over the threads, or when one thread does all
+                    // the work. Otherwise it is a pair of one group's query heads (or a last
+                    // single one): 3 groups on 2 threads would leave one idle a third of the
+                    // time, 9 heads in 6 tasks of 2 or 1 balance them. Without grouped-query
+                    // attention (group 1), a task is one head.
                     let parallel = (positions.max()! + 1) * count * c.headCount * c.headDim >= 64 * 1024
                     let units = count * c.kvHeadCount
-                    // Otherwise a task is a pair of query heads of one group (or a last single one):
-                    // the pair still shares its keys and values, and 9 heads in 6 tasks of 2 or 1
-                    // balance two threads.
                     let grouped = group > 1 && (!parallel || units >= 4 * pool.threadCount || units % pool.threadCount == 0)
                     let pairsPerGroup = (group + 1) / 2
                     let unitsPerToken = grouped ? c.kvHeadCount : c.kvHeadCount * pairsPerGroup
@@ -321,7 +325,7 @@ public final class Transformer: @unchecked Sendable {
                             heads = first..<min(first + 2, (u / pairsPerGroup + 1) * group)
                         }
                         let length = positions[i] + 1
-                        let head = (slots[i] * c.kvHeadCount + heads.lowerBound / group) * ctx * c.headDim
+                        let head = self.cacheOffset(slots[i], heads.lowerBound / group, 0)
                         let keys = kp.pointer + head, values = vp.pointer + head
                         @inline(__always) func query(_ h: Int) -> UnsafeMutablePointer<Float> { qp.pointer + i * c.queryDim + h * c.headDim }
                         @inline(__always) func row(_ h: Int) -> UnsafeMutablePointer<Float> { sp.pointer + (i * c.headCount + h) * ctx }

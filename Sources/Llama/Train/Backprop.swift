@@ -359,10 +359,8 @@ public final class BackpropModel: @unchecked Sendable {
             rmsnormForward(a.norm2, a.rstd2, a.middle, p + s.ffnNorm)
             linear(a.gate, a.norm2, p + s.w1, out: c.hiddenDim, in: c.dim, lora: (l, .gate))
             linear(a.up, a.norm2, p + s.w3, out: c.hiddenDim, in: c.dim, lora: (l, .up))
-            // silu(gate) * up, eight at a time with the C library's exp bits (swiglu; it works
-            // in place, and the gate is kept for the backward pass).
-            a.act.pointer.update(from: a.gate.pointer, count: n * c.hiddenDim)
-            swiglu(a.act.pointer, a.up.pointer, n * c.hiddenDim)
+            // silu(gate) * up, eight at a time with the C library's exp bits.
+            swiglu(into: a.act.pointer, a.gate.pointer, a.up.pointer, n * c.hiddenDim)
             linear(next, a.act, p + s.w2, out: c.dim, in: c.hiddenDim, lora: (l, .down))
             add(next, a.middle, count: n * c.dim)
         }
