@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if LLAMA_AVX2
 import _Builtin_intrinsics.intel
 #endif
@@ -71,6 +72,86 @@ public struct Product: @unchecked Sendable {
 /// y = W x, with W `rows` × `cols` in any supported format, x `cols` floats, y `rows` floats.
 public func matvec(_ w: Matrix, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, pool: ThreadPool = .shared) {
     matmul([Product(w, y)], x, batch: 1, pool: pool)
+}
+
+extension Matrix {
+    /// Where rows `rows` are stored (whole 8-row groups for interleaved matrices).
+    public func storage(ofRows rows: Range<Int>) -> UnsafeRawBufferPointer {
+        switch layout {
+        case .rowMajor:
+            return UnsafeRawBufferPointer(start: data + rows.lowerBound * rowBytes, count: rows.count * rowBytes)
+        case .interleaved8(let groupBytes):
+            let first = rows.lowerBound / 8, end = (rows.upperBound + 7) / 8
+            return UnsafeRawBufferPointer(start: data + first * groupBytes, count: (end - first) * groupBytes)
+        }
+    }
+}
+
+/// Memory a thread is about to read, brought into its caches a little at a time while it has
+/// nothing else to do (waiting at a barrier): one load per 64-byte line, `step` lines a call.
+public struct Preload {
+    private var next: UnsafeRawPointer?
+    private var end: UnsafeRawPointer?
+    private var then: UnsafeRawBufferPointer?
+    private var sink: UInt8 = 0
+
+    /// `first`, then `second`, at most `limit` bytes of each.
+    public init(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer? = nil, limit: Int = 256 << 10) {
+        next = first.baseAddress
+        end = first.baseAddress.map { $0 + min(first.count, limit) }
+        then = second.map { UnsafeRawBufferPointer(start: $0.baseAddress, count: min($0.count, limit)) }
+    }
+
+    /// Touches the next `lines` cache lines; false when there is nothing left.
+    public mutating func step(lines: Int = 16) -> Bool {
+        guard var p = next, let end else { return false }
+        var acc = sink
+        var n = 0
+        while n < lines && p < end {
+            acc ^= p.load(as: UInt8.self)
+            p += 64
+            n += 1
+        }
+        sink = acc
+        if p < end {
+            next = p
+            return true
+        }
+        if let then, let base = then.baseAddress {
+            next = base
+            self.end = base + then.count
+            self.then = nil
+            return true
+        }
+        next = nil
+        // Keep the loads: the value escapes (it never matters).
+        if acc == 0x5A { preloadSink.store(Int(acc), ordering: .relaxed) }
+        return false
+    }
+}
+
+private let preloadSink = Atomic<Int>(0)
+
+/// Rows `rows` of y = W x for one input, written to `y[r]`: a thread's share of a matvec that
+/// it runs inside a `ThreadPool.team` region, with the bits `matmul` gives for a batch of one.
+/// `xq` is x quantized (`Q8Activations.quantize`) when `w.type.usesQ8Activations`, else nil.
+/// Interleaved matrices take whole 8-row groups.
+public func matvecRows(_ w: Matrix, _ rows: Range<Int>, _ x: UnsafePointer<Float>, _ xq: Q8Activations?, _ y: UnsafeMutablePointer<Float>) {
+    #if LLAMA_AVX2
+    if w.type.usesQ8Activations {
+        guard var xq else { preconditionFailure("\(w.type) products need quantized activations") }
+        if case .interleaved8(let groupBytes) = w.layout {
+            withUnsafePointer(to: &xq) { one in
+                interleavedProduct(w, groupBytes: groupBytes, rows: rows, UnsafeBufferPointer(start: one, count: 1), y, w.rows)
+            }
+        } else {
+            for r in rows { y[r] = dotQ8(w.type, w.data + r * w.rowBytes, xq) }
+        }
+        return
+    }
+    #endif
+    precondition(w.layout == .rowMajor, "interleaved matrices need the integer kernels")
+    for r in rows { y[r] = dot(w.type, w.data + r * w.rowBytes, x, w.cols) }
 }
 
 /// Y = X Wᵀ for a batch of input rows (`batch` × `cols`, row b at `x + b * xStride`) and

@@ -1,8 +1,9 @@
 import Foundation
 import Synchronization
 
-/// A persistent pool of worker threads for short parallel loops (one matvec, one attention
-/// layer). Workers spin on an atomic generation counter for a short while, then sleep on a
+/// A persistent pool of worker threads for short parallel loops (one matmul, one attention
+/// layer) and for regions where every thread runs the same program with barriers (`team`: a
+/// whole decoding step). Workers spin on an atomic generation counter for a short while, then sleep on a
 /// condition variable; the calling thread takes part in the work. `DispatchQueue.concurrentPerform`
 /// does not overlap tasks under ~100 µs on the project's VMs (KERNELS.md), which is every
 /// matvec of a small model.
@@ -20,6 +21,13 @@ public final class ThreadPool: @unchecked Sendable {
     // Written by the caller before `generation` is bumped, read by workers after they see it.
     private var body: ((Int) -> Void)?
     private var chunkCount = 0
+    /// A team region (`team`): each thread runs `body` once with its own index.
+    private var teamRegion = false
+    // The team's barrier: threads arrived at the current one, and how many have completed.
+    private let arrived = Atomic<Int>(0)
+    private let barriers = Atomic<Int>(0)
+    // Tasks claimed by `Team.forEach` since the region began.
+    private let claimed = Atomic<Int>(0)
     private let callerLock = NSLock()
 
     /// What `parallelFor` has cost since `recording` was last set (`llama bench --kernels`):
@@ -39,8 +47,8 @@ public final class ThreadPool: @unchecked Sendable {
         threadCount = max(1, threads)
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&wake, nil)
-        for _ in 1..<threadCount {
-            let thread = Thread { [unowned self] in self.workerLoop() }
+        for index in 1..<threadCount {
+            let thread = Thread { [unowned self] in self.workerLoop(index: index) }
             thread.start()
         }
     }
@@ -88,25 +96,128 @@ public final class ThreadPool: @unchecked Sendable {
             }
         }
         withoutActuallyEscaping(body) { escaping in
-            self.body = escaping
-            chunkCount = count
-            nextChunk.store(0, ordering: .sequentiallyConsistent)
-            unfinished.store(threadCount - 1, ordering: .sequentiallyConsistent)
-            generation.add(1, ordering: .sequentiallyConsistent)
-            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-                pthread_mutex_lock(&mutex)
-                pthread_cond_broadcast(&wake)
-                pthread_mutex_unlock(&mutex)
-            }
+            begin(escaping, chunks: count, team: false)
             runChunks()
             if recording { ownShareDone = DispatchTime.now().uptimeNanoseconds }
-            var spins = 0
-            while unfinished.load(ordering: .acquiring) > 0 {
-                spins += 1
-                if spins > 2000 { sched_yield() }
-            }
-            self.body = nil
+            finish()
         }
+    }
+
+    /// Runs `body` once on every thread of the pool at the same time, each with its own `Team`
+    /// (index 0 is the caller), for work that synchronises inside: a whole decoding step with
+    /// barriers between its phases instead of one region per matmul. Every thread must reach
+    /// the same barriers in the same order, and `body` must not start another region of this
+    /// pool (`parallelFor` or `team`).
+    public func team(_ body: (inout Team) -> Void) {
+        if threadCount == 1 {
+            var team = Team(pool: self, index: 0)
+            body(&team)
+            return
+        }
+        callerLock.lock()
+        defer { callerLock.unlock() }
+        let start = recording ? DispatchTime.now().uptimeNanoseconds : 0
+        var team = Team(pool: self, index: 0)
+        withoutActuallyEscaping(body) { escaping in
+            begin({ index in
+                var member = Team(pool: self, index: index)
+                escaping(&member)
+            }, chunks: threadCount, team: true)
+            escaping(&team)
+            finish()
+        }
+        if recording {
+            record.regions += 1
+            record.nanoseconds += Int(DispatchTime.now().uptimeNanoseconds - start)
+            record.waitingNanoseconds += team.waitedNanoseconds
+        }
+    }
+
+    /// What one thread of a `team` region knows: its index, and the shared barrier and task
+    /// counter.
+    public struct Team {
+        unowned let pool: ThreadPool
+        /// This thread's index, 0 (the caller) ..< `count`.
+        public let index: Int
+        /// Threads in the team.
+        public var count: Int { pool.threadCount }
+        // Tasks `forEach` has handed out before the current call (every thread counts the same).
+        private var claimBase = 0
+        fileprivate var waitedNanoseconds = 0
+
+        fileprivate init(pool: ThreadPool, index: Int) {
+            self.pool = pool
+            self.index = index
+        }
+
+        /// Waits until every thread of the team has arrived here, calling `idle` while it
+        /// waits (a thread that finished its share early can start loading what it needs next)
+        /// until `idle` returns false.
+        public mutating func barrier(idle: () -> Bool = { false }) {
+            guard count > 1 else { return }
+            let start = pool.recording && index == 0 ? DispatchTime.now().uptimeNanoseconds : 0
+            defer { if start > 0 { waitedNanoseconds += Int(DispatchTime.now().uptimeNanoseconds - start) } }
+            let passed = pool.barriers.load(ordering: .acquiring)
+            if pool.arrived.add(1, ordering: .acquiringAndReleasing).newValue == count {
+                pool.arrived.store(0, ordering: .relaxed)
+                pool.barriers.store(passed + 1, ordering: .releasing)
+                return
+            }
+            var busy = true, spins = 0
+            while pool.barriers.load(ordering: .acquiring) == passed {
+                if busy { busy = idle(); continue }
+                spins += 1
+                if spins > 20_000 { sched_yield() }
+            }
+        }
+
+        /// Runs `body(i)` for every `i` in `0..<n`, handing tasks to whichever thread is free.
+        /// Every thread of the team must call it with the same `n`, and a barrier must separate
+        /// two calls (a thread still looking for work in one must not take the next one's).
+        public mutating func forEach(_ n: Int, _ body: (Int) -> Void) {
+            let base = claimBase
+            claimBase += n + count  // each thread's last claim overshoots once
+            if count == 1 { for i in 0..<n { body(i) }; return }
+            while true {
+                let i = pool.claimed.add(1, ordering: .relaxed).oldValue - base
+                if i >= n { return }
+                body(i)
+            }
+        }
+
+        /// The part of `0..<n` that is this thread's in an even split into whole multiples of
+        /// `unit`.
+        public func share(_ n: Int, unit: Int = 1) -> Range<Int> {
+            let units = (n + unit - 1) / unit
+            let lower = min(n, units * index / count * unit), upper = min(n, units * (index + 1) / count * unit)
+            return lower..<upper
+        }
+    }
+
+    /// Hands `body` to the workers (written before `generation` moves; they read it after).
+    private func begin(_ body: @escaping (Int) -> Void, chunks: Int, team: Bool) {
+        self.body = body
+        chunkCount = chunks
+        teamRegion = team
+        nextChunk.store(0, ordering: .sequentiallyConsistent)
+        claimed.store(0, ordering: .sequentiallyConsistent)
+        unfinished.store(threadCount - 1, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(&mutex)
+            pthread_cond_broadcast(&wake)
+            pthread_mutex_unlock(&mutex)
+        }
+    }
+
+    /// Waits for the workers to finish the region.
+    private func finish() {
+        var spins = 0
+        while unfinished.load(ordering: .acquiring) > 0 {
+            spins += 1
+            if spins > 2000 { sched_yield() }
+        }
+        body = nil
     }
 
     private func runChunks() {
@@ -118,7 +229,7 @@ public final class ThreadPool: @unchecked Sendable {
         }
     }
 
-    private func workerLoop() {
+    private func workerLoop(index: Int) {
         var seen = 0
         while !stopping.load(ordering: .relaxed) {
             var spins = 0
@@ -135,7 +246,7 @@ public final class ThreadPool: @unchecked Sendable {
                 sleepers.subtract(1, ordering: .sequentiallyConsistent)
             }
             seen = generation.load(ordering: .acquiring)
-            runChunks()
+            if teamRegion { body?(index) } else { runChunks() }
             unfinished.subtract(1, ordering: .releasing)
         }
     }

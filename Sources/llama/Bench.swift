@@ -98,7 +98,7 @@ struct Bench: ParsableCommand {
                 emit(String(format: "matvec %@ in L2, one thread: %.1f GB/s\n", type.description, bytesPerSecond / 1e9))
             }
             let regionBandwidth = bench.regionReadBandwidth()
-            var line = String(format: "the probe read in this model's decoding regions: %.1f GB/s (%.0f%% of its one-stream rate)",
+            var line = String(format: "the probe read in this model's decoding phases: %.1f GB/s (%.0f%% of its one-stream rate)",
                               regionBandwidth / 1e9, 100 * regionBandwidth / bandwidth)
             if let tg = results.first(where: { $0.test.hasPrefix("tg") && $0.sequences == 1 }) {
                 line += String(format: "; generation achieves %.0f%% of it", 100 * tg.mean * bytesPerToken / regionBandwidth)
@@ -108,6 +108,9 @@ struct Bench: ParsableCommand {
             emit(String(format: "decoding: %.0f µs per token, %.0f%% in %.0f parallel regions (the caller waiting %.0f%%), %.0f%% on one thread\n",
                         profile.token, 100 * profile.inRegions / profile.token, profile.regions, 100 * profile.waiting / profile.token,
                         100 * (1 - profile.inRegions / profile.token)))
+            let structures = try bench.decodingStructures(tokens: max(n, 256))
+            emit(String(format: "decoding in one region per token: %.1f tokens/s; a region per matmul: %.1f (alternating, %.2fx)\n",
+                        structures.oneRegion, structures.perMatmul, structures.oneRegion / structures.perMatmul))
             emit(String(format: "matvec of one layer's matrices in cache: %.2f µs per product\n", bench.matvecCallMicroseconds()))
             for (type, gflops) in bench.matmulThroughput() {
                 emit(String(format: "matmul %@, 128 inputs: %.1f GFLOP/s\n", type.description, gflops))

@@ -132,9 +132,11 @@ public struct Benchmark {
     }
 
     /// Where a decoding step's time goes: microseconds per token, of which inside parallel
-    /// regions (the matmuls, long attention) and of that the calling thread waiting for the
-    /// others; the rest runs on one thread while the others spin (norms, RoPE, short attention,
-    /// quantizing activations). Averaged over `n` tokens from an empty cache.
+    /// regions (one per token, `Transformer.decode`; a region per matmul with
+    /// `LLAMA_SWIFT_TEAM=0`) and of that the calling thread waiting for the others (at the
+    /// barriers); the rest runs on one thread while the others spin (the embedding row; with
+    /// a region per matmul also norms, RoPE, short attention, quantizing activations).
+    /// Averaged over `n` tokens from an empty cache.
     public func decodingProfile(tokens n: Int) throws -> (token: Double, inRegions: Double, waiting: Double, regions: Double) {
         let transformer = Transformer(weights: weights, contextLength: n, maxBatch: 1, pool: pool)
         try transformer.forward(token: 1, position: 0)  // warm-up (first touch of buffers)
@@ -149,6 +151,29 @@ public struct Benchmark {
         let total = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e3 / Double(n)
         let r = pool.record
         return (total, Double(r.nanoseconds) / 1e3 / Double(n), Double(r.waitingNanoseconds) / 1e3 / Double(n), Double(r.regions) / Double(n))
+    }
+
+    /// Decoding speed (tokens/s) with each token in one parallel region (`Transformer.decode`)
+    /// and with a region per matmul, measured alternately: two caches decode the same tokens at
+    /// the same positions, `block` tokens at a time, taking turns (and turns about who goes
+    /// first), so a shared machine's changing memory bandwidth falls on both alike.
+    public func decodingStructures(tokens n: Int, block: Int = 8) throws -> (oneRegion: Double, perMatmul: Double) {
+        let one = Transformer(weights: weights, contextLength: n, maxBatch: 1, pool: pool)
+        let per = Transformer(weights: weights, contextLength: n, maxBatch: 1, pool: pool)
+        one.decodesInOneRegion = true
+        per.decodesInOneRegion = false
+        var seconds = [0.0, 0.0]
+        let tokens = (0..<n).map { 1 + ($0 * 7919) % (weights.config.vocabSize - 1) }
+        for start in stride(from: 0, to: n, by: block) {
+            let order = (start / block) % 2 == 0 ? [0, 1] : [1, 0]
+            for which in order {
+                let t = which == 0 ? one : per
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                for pos in start..<min(n, start + block) { try t.forward(token: tokens[pos], position: pos) }
+                seconds[which] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            }
+        }
+        return (Double(n) / seconds[0], Double(n) / seconds[1])
     }
 
     /// Matrix-vector speed per weight format on one thread when the weights are in L2 (the
@@ -251,17 +276,18 @@ public struct Benchmark {
     }
 
     /// The probe's read rate when it stops where decoding stops: one token's weight bytes read
-    /// in regions the sizes of a decoding step's matmuls (q, k and v together, o, gate and up
-    /// together, down; the output), each split evenly over the threads and ended by waiting for
-    /// all of them, with no arithmetic and nothing between regions. What a decoding step could
-    /// stream at best with this structure, next to `readBandwidth`'s one long stream per thread.
+    /// in phases the sizes of a decoding step's matmuls (q, k and v together, o, gate and up
+    /// together, down; the output), each split evenly over the threads of one region per token
+    /// and ended by a barrier, as `Transformer.decode` runs them, with no arithmetic and
+    /// nothing between phases. What a decoding step could stream at best with this structure,
+    /// next to `readBandwidth`'s one long stream per thread.
     public func regionReadBandwidth(tokens: Int = 8, bufferBytes: Int = 512 << 20) -> Double {
-        var regions: [Int] = []
+        var phases: [Int] = []
         for l in weights.layers {
-            regions += [l.wq.byteCount + l.wk.byteCount + l.wv.byteCount, l.wo.byteCount,
-                        l.w1.byteCount + l.w3.byteCount, l.w2.byteCount]
+            phases += [l.wq.byteCount + l.wk.byteCount + l.wv.byteCount, l.wo.byteCount,
+                       l.w1.byteCount + l.w3.byteCount, l.w2.byteCount]
         }
-        regions.append(weights.output.byteCount)
+        phases.append(weights.output.byteCount)
         let count = bufferBytes / 4
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { buffer.deallocate() }
@@ -272,20 +298,27 @@ public struct Benchmark {
         defer { sums.deallocate() }
         sums.initialize(repeating: 0, count: threads)
         let s = SendablePointer(sums)
-        var offset = 0, bytes = 0
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        // Whole 128-byte steps per thread, from where the last phase stopped (wrapping: the
+        // buffer is larger than any cache).
+        var starts: [Int] = [], offset = 0, bytes = 0
         for _ in 0..<tokens {
-            for region in regions {
-                // Whole 128-byte steps per thread, from `offset` (wrapping: the buffer is larger
-                // than any cache).
-                let perThread = region / 4 / threads / 32 * 32
+            for phase in phases {
+                let perThread = phase / 4 / threads / 32 * 32
                 if offset + perThread * threads > count { offset = 0 }
-                let start = offset
-                pool.parallelFor(threads) { c in
-                    s.pointer[c] += Benchmark.sumStream(UnsafeRawPointer(p.pointer + start + c * perThread), floats: perThread)
-                }
+                starts.append(offset)
                 offset += perThread * threads
                 bytes += perThread * threads * 4
+            }
+        }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for token in 0..<tokens {
+            pool.team { team in
+                for (i, phase) in phases.enumerated() {
+                    let perThread = phase / 4 / threads / 32 * 32
+                    let start = starts[token * phases.count + i] + team.index * perThread
+                    s.pointer[team.index] += Benchmark.sumStream(UnsafeRawPointer(p.pointer + start), floats: perThread)
+                    team.barrier()
+                }
             }
         }
         return Double(bytes) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)

@@ -42,6 +42,10 @@ struct RoPETable {
     }
 }
 
+extension Range where Bound == Int {
+    fileprivate func shifted(by offset: Int) -> Range<Int> { (lowerBound + offset)..<(upperBound + offset) }
+}
+
 /// A model ready to run: its weights, a key/value cache and scratch buffers.
 /// Tokens go through in batches (a prompt as a tokens × dim matrix, so each weight is read once
 /// per batch). The cache has `sequences` slots: several sequences decode together with one
@@ -56,17 +60,24 @@ public final class Transformer: @unchecked Sendable {
     /// Independent sequences the key/value cache holds.
     public let sequences: Int
     public let pool: ThreadPool
+    /// Whether a single token runs in one parallel region with barriers between its phases
+    /// (`decode`; default) or through a region per matmul like a batch (the environment
+    /// variable `LLAMA_SWIFT_TEAM=0` chooses the latter, to compare). Same logits either way.
+    public var decodesInOneRegion = ProcessInfo.processInfo.environment["LLAMA_SWIFT_TEAM"] != "0"
+    /// Whether threads waiting at `decode`'s barriers preload the weights of their next share
+    /// (`LLAMA_SWIFT_PRELOAD=0` turns it off, to compare).
+    public var preloadsAtBarriers = ProcessInfo.processInfo.environment["LLAMA_SWIFT_PRELOAD"] != "0"
 
-    // Activations of the current batch, one row per token.
-    private var x: [Float]        // (maxBatch, dim) residual stream
-    private var xb: [Float]       // (maxBatch, dim) normalised input of a sub-layer
-    private var q: [Float]        // (maxBatch, headCount * headDim)
-    private var attnOut: [Float]  // (maxBatch, headCount * headDim)
-    private var hb: [Float]       // (maxBatch, hiddenDim) gate, then silu(gate) * up
-    private var hb2: [Float]      // (maxBatch, hiddenDim) up
+    // Activations of the current batch, one row per token (zeroed at init, freed in deinit).
+    private let x: UnsafeMutablePointer<Float>        // (maxBatch, dim) residual stream
+    private let xb: UnsafeMutablePointer<Float>       // (maxBatch, dim) normalised input of a sub-layer, then its output
+    private let q: UnsafeMutablePointer<Float>        // (maxBatch, headCount * headDim)
+    private let attnOut: UnsafeMutablePointer<Float>  // (maxBatch, headCount * headDim)
+    private let hb: UnsafeMutablePointer<Float>       // (maxBatch, hiddenDim) gate, then silu(gate) * up
+    private let hb2: UnsafeMutablePointer<Float>      // (maxBatch, hiddenDim) up
+    private let kb: UnsafeMutablePointer<Float>       // (maxBatch, kvDim) keys of the batch, before they go to their slots
+    private let vb: UnsafeMutablePointer<Float>       // (maxBatch, kvDim)
     private var batchLogits: [Float]  // (maxBatch, vocabSize) when every position's logits are wanted
-    private var kb: [Float]       // (maxBatch, kvDim) keys of the batch, before they go to their slots
-    private var vb: [Float]       // (maxBatch, kvDim)
     // Zero-filled by calloc, so pages become resident only as positions are used: memory grows
     // with the context actually used, not the context allowed.
     private let scores: UnsafeMutablePointer<Float>      // (maxBatch * headCount, contextLength) attention rows
@@ -76,6 +87,9 @@ public final class Transformer: @unchecked Sendable {
     // pattern the prefetchers followed poorly at long contexts).
     private let keyCache: [UnsafeMutablePointer<Float>]
     private let valueCache: [UnsafeMutablePointer<Float>]
+    // Per pool thread, for `decode`: the normalised input and its Q8 quantization, 64-aligned.
+    private let threadScratch: UnsafeMutableRawPointer
+    private let threadScratchBytes: Int
     /// (vocabSize) logits of the token after the last one run. Read it rather than keeping
     /// `forward`'s result across calls: a kept copy makes the next call copy 4 × vocab bytes.
     public private(set) var logits: [Float]
@@ -87,30 +101,33 @@ public final class Transformer: @unchecked Sendable {
         self.sequences = max(1, sequences)
         self.maxBatch = max(1, min(maxBatch, self.contextLength * self.sequences))
         self.pool = pool
-        let b = self.maxBatch
-        x = .init(repeating: 0, count: b * c.dim)
-        xb = x
-        q = .init(repeating: 0, count: b * c.queryDim)
-        attnOut = q
-        hb = .init(repeating: 0, count: b * c.hiddenDim)
-        hb2 = hb
-        batchLogits = []
-        kb = .init(repeating: 0, count: b * c.kvDim)
-        vb = kb
-        logits = .init(repeating: 0, count: c.vocabSize)
         func zeroed(_ count: Int) -> UnsafeMutablePointer<Float> {
-            guard let p = calloc(count, MemoryLayout<Float>.size) else { fatalError("out of memory: \(count * 4) bytes") }
+            guard let p = calloc(max(count, 1), MemoryLayout<Float>.size) else { fatalError("out of memory: \(count * 4) bytes") }
             return p.assumingMemoryBound(to: Float.self)
         }
+        let b = self.maxBatch
+        x = zeroed(b * c.dim)
+        xb = zeroed(b * c.dim)
+        q = zeroed(b * c.queryDim)
+        attnOut = zeroed(b * c.queryDim)
+        hb = zeroed(b * c.hiddenDim)
+        hb2 = zeroed(b * c.hiddenDim)
+        kb = zeroed(b * c.kvDim)
+        vb = zeroed(b * c.kvDim)
+        batchLogits = []
+        logits = .init(repeating: 0, count: c.vocabSize)
         scores = zeroed(b * c.headCount * self.contextLength)
         let kvCount = self.sequences * self.contextLength * c.kvDim
         keyCache = (0..<c.layerCount).map { _ in zeroed(kvCount) }
         valueCache = (0..<c.layerCount).map { _ in zeroed(kvCount) }
+        let widest = max(c.dim, c.queryDim, c.hiddenDim)
+        threadScratchBytes = (c.dim * 4 + Q8Activations.byteCount(widest) + 63) / 64 * 64
+        threadScratch = UnsafeMutableRawPointer.allocate(byteCount: threadScratchBytes * pool.threadCount, alignment: 64)
     }
 
     deinit {
-        free(scores)
-        for p in keyCache + valueCache { free(p) }
+        for p in [x, xb, q, attnOut, hb, hb2, kb, vb, scores] + keyCache + valueCache { free(p) }
+        threadScratch.deallocate()
     }
 
     /// Runs one token at `position` (0-based; earlier positions must already be in the cache)
@@ -198,65 +215,51 @@ public final class Transformer: @unchecked Sendable {
     private func runBatch(_ tokens: [Int], sequences slots: [Int], positions: [Int], allLogits: Bool) {
         let c = config
         let n = tokens.count
-        let ropes = positions.map { RoPETable(position: $0, ropeDim: c.ropeDim, theta: c.ropeTheta) }
-        x.withUnsafeMutableBufferPointer { xp in
-            for (i, t) in tokens.enumerated() { weights.tokenEmbedding.row(t, into: xp.baseAddress! + i * c.dim) }
+        if n == 1 && c.headDim % 8 == 0 && decodesInOneRegion {
+            decode(tokens[0], sequence: slots[0], position: positions[0])
+            if allLogits {
+                if batchLogits.count < c.vocabSize { batchLogits = .init(repeating: 0, count: maxBatch * c.vocabSize) }
+                batchLogits.replaceSubrange(0..<c.vocabSize, with: logits)
+            }
+            return
         }
+        let ropes = positions.map { RoPETable(position: $0, ropeDim: c.ropeDim, theta: c.ropeTheta) }
+        for (i, t) in tokens.enumerated() { weights.tokenEmbedding.row(t, into: x + i * c.dim) }
         for l in 0..<c.layerCount {
             let layer = weights.layers[l]
             // Attention sub-layer, pre-normalised: x += Wo · attention(RMSNorm(x)).
             normalize(layer.attentionNorm, count: n)
             let k = keyCache[l], v = valueCache[l]
-            q.withUnsafeMutableBufferPointer { qp in
-                kb.withUnsafeMutableBufferPointer { kp in
-                    vb.withUnsafeMutableBufferPointer { vp in
-                        matmul([Product(layer.wq, qp.baseAddress!), Product(layer.wk, kp.baseAddress!), Product(layer.wv, vp.baseAddress!)],
-                               xb, batch: n, pool: pool)
-                        for i in 0..<n {
-                            for h in 0..<c.headCount {
-                                ropes[i].apply(qp.baseAddress! + i * c.queryDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
-                            }
-                            let key = kp.baseAddress! + i * c.kvDim
-                            for h in 0..<c.kvHeadCount {
-                                ropes[i].apply(key + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
-                            }
-                            for h in 0..<c.kvHeadCount {
-                                let row = cacheOffset(slots[i], h, positions[i])
-                                (k + row).update(from: key + h * c.headDim, count: c.headDim)
-                                (v + row).update(from: vp.baseAddress! + i * c.kvDim + h * c.headDim, count: c.headDim)
-                            }
-                        }
-                    }
+            matmul([Product(layer.wq, q), Product(layer.wk, kb), Product(layer.wv, vb)], xb, batch: n, pool: pool)
+            for i in 0..<n {
+                for h in 0..<c.headCount {
+                    ropes[i].apply(q + i * c.queryDim + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
+                }
+                let key = kb + i * c.kvDim
+                for h in 0..<c.kvHeadCount {
+                    ropes[i].apply(key + h * c.headDim, headDim: c.headDim, layout: c.ropeLayout)
+                }
+                for h in 0..<c.kvHeadCount {
+                    let row = cacheOffset(slots[i], h, positions[i])
+                    (k + row).update(from: key + h * c.headDim, count: c.headDim)
+                    (v + row).update(from: vb + i * c.kvDim + h * c.headDim, count: c.headDim)
                 }
             }
-            attention(keys: k, values: v, slots: slots, positions: positions)
-            xb.withUnsafeMutableBufferPointer { out in
-                matmul([Product(layer.wo, out.baseAddress!)], attnOut, batch: n, pool: pool)
-            }
-            addResidual(count: n)
+            let attention = attentionTasks(keys: k, values: v, slots: slots, positions: positions)
+            if attention.parallel { pool.parallelFor(attention.count, attention.run) } else { for t in 0..<attention.count { attention.run(t) } }
+            matmul([Product(layer.wo, xb)], attnOut, batch: n, pool: pool)
+            axpy(x, 1, xb, n * c.dim)
 
             // Feed-forward sub-layer: x += W2 · (silu(W1 · RMSNorm(x)) * (W3 · RMSNorm(x))).
             normalize(layer.ffnNorm, count: n)
-            hb.withUnsafeMutableBufferPointer { gate in
-                hb2.withUnsafeMutableBufferPointer { up in
-                    matmul([Product(layer.w1, gate.baseAddress!), Product(layer.w3, up.baseAddress!)], xb, batch: n, pool: pool)
-                    swiglu(gate.baseAddress!, up.baseAddress!, n * c.hiddenDim)
-                }
-            }
-            xb.withUnsafeMutableBufferPointer { out in
-                matmul([Product(layer.w2, out.baseAddress!)], hb, batch: n, pool: pool)
-            }
-            addResidual(count: n)
+            matmul([Product(layer.w1, hb), Product(layer.w3, hb2)], xb, batch: n, pool: pool)
+            swiglu(hb, hb2, n * c.hiddenDim)
+            matmul([Product(layer.w2, xb)], hb, batch: n, pool: pool)
+            axpy(x, 1, xb, n * c.dim)
         }
         // Final norm and output projection, for the last token only unless all are wanted.
         let first = allLogits ? 0 : n - 1
-        x.withUnsafeBufferPointer { xp in
-            xb.withUnsafeMutableBufferPointer { out in
-                for i in first..<n {
-                    rmsnorm(out.baseAddress! + i * c.dim, xp.baseAddress! + i * c.dim, weights.norm, c.dim, eps: c.rmsNormEps)
-                }
-            }
-        }
+        for i in first..<n { rmsnorm(xb + i * c.dim, x + i * c.dim, weights.norm, c.dim, eps: c.rmsNormEps) }
         if allLogits {
             if batchLogits.count < n * c.vocabSize { batchLogits = .init(repeating: 0, count: maxBatch * c.vocabSize) }
             batchLogits.withUnsafeMutableBufferPointer { all in
@@ -266,97 +269,182 @@ public final class Transformer: @unchecked Sendable {
                 }
             }
         } else {
-            xb.withUnsafeBufferPointer { matvec(weights.output, $0.baseAddress! + (n - 1) * c.dim, &logits, pool: pool) }
+            matvec(weights.output, xb + (n - 1) * c.dim, &logits, pool: pool)
+        }
+    }
+
+    /// One token through the whole model in a single parallel region (`ThreadPool.team`):
+    /// every thread computes its share of each matmul and of the work between them, and the
+    /// threads meet at five barriers per layer, where the per-matmul regions of `runBatch`
+    /// left one thread to do the work between matmuls while the others waited, and restarted
+    /// every thread's stream of weights at each of them. The results have `runBatch`'s bits:
+    /// the same kernels compute the same rows, and each thread normalises and quantizes the
+    /// whole input for itself (a few microseconds that would otherwise cost a barrier).
+    ///
+    /// A layer: (1) RMSNorm; q, k and v in whole heads per thread, each head rotated (and k, v
+    /// stored in the cache) by the thread that computed it; (2) attention, tasks handed out as
+    /// threads come free; (3) Wo, each thread adding its rows to the residual stream; (4) RMSNorm;
+    /// gate and up for the same rows, then SwiGLU of them; (5) W2 and the residual.
+    private func decode(_ token: Int, sequence slot: Int, position: Int) {
+        let c = config
+        let rope = RoPETable(position: position, ropeDim: c.ropeDim, theta: c.ropeTheta)
+        weights.tokenEmbedding.row(token, into: x)
+        let hd = c.headDim
+        let headUnits = c.headCount + 2 * c.kvHeadCount
+        logits.withUnsafeMutableBufferPointer { logitsBuffer in
+            let out = SendablePointer(logitsBuffer.baseAddress!)
+            pool.team { team in
+                let scratch = threadScratch + team.index * threadScratchBytes
+                let normed = scratch.assumingMemoryBound(to: Float.self)
+                /// `input` (count floats) quantized into this thread's scratch, if any of `matrices` wants it.
+                func quantized(_ input: UnsafePointer<Float>, _ count: Int, for matrices: Matrix...) -> Q8Activations? {
+                    guard matrices.contains(where: { $0.type.usesQ8Activations }) else { return nil }
+                    let a = Q8Activations(buffer: scratch + c.dim * 4, count: count)
+                    a.quantize(input)
+                    return a
+                }
+                let dimRows = team.share(c.dim, unit: 8), hiddenRows = team.share(c.hiddenDim, unit: 8)
+                let outputRows = team.share(c.vocabSize, unit: 8)
+                let units = team.share(headUnits)
+                let qHeads = units.clamped(to: 0..<c.headCount)
+                let kHeads = units.clamped(to: c.headCount..<(c.headCount + c.kvHeadCount)).shifted(by: -c.headCount)
+                let vHeads = units.clamped(to: (c.headCount + c.kvHeadCount)..<headUnits).shifted(by: -c.headCount - c.kvHeadCount)
+                func rows(_ heads: Range<Int>) -> Range<Int> { (heads.lowerBound * hd)..<(heads.upperBound * hd) }
+                /// This thread's rows of layer l's q, k and v (the first two non-empty), to preload.
+                func qkvStorage(_ l: Int) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer?) {
+                    let layer = weights.layers[l]
+                    let parts = [(layer.wq, qHeads), (layer.wk, kHeads), (layer.wv, vHeads)].filter { !$0.1.isEmpty }
+                        .map { $0.0.storage(ofRows: rows($0.1)) }
+                    return (parts[0], parts.count > 1 ? parts[1] : nil)
+                }
+                let preloading = preloadsAtBarriers
+                var preload = Preload(UnsafeRawBufferPointer(start: nil, count: 0))
+                func wait() {
+                    if preloading { team.barrier { preload.step() } } else { team.barrier() }
+                }
+                for l in 0..<c.layerCount {
+                    let layer = weights.layers[l]
+                    let k = keyCache[l], v = valueCache[l]
+                    // (1) q, k, v: whole heads, in the order q, k, v.
+                    rmsnorm(normed, x, layer.attentionNorm, c.dim, eps: c.rmsNormEps)
+                    let a = quantized(normed, c.dim, for: layer.wq, layer.wk, layer.wv)
+                    if !qHeads.isEmpty {
+                        matvecRows(layer.wq, rows(qHeads), normed, a, q)
+                        for h in qHeads { rope.apply(q + h * hd, headDim: hd, layout: c.ropeLayout) }
+                    }
+                    if !kHeads.isEmpty {
+                        matvecRows(layer.wk, rows(kHeads), normed, a, kb)
+                        for h in kHeads {
+                            rope.apply(kb + h * hd, headDim: hd, layout: c.ropeLayout)
+                            (k + cacheOffset(slot, h, position)).update(from: kb + h * hd, count: hd)
+                        }
+                    }
+                    if !vHeads.isEmpty {
+                        matvecRows(layer.wv, rows(vHeads), normed, a, vb)
+                        for h in vHeads { (v + cacheOffset(slot, h, position)).update(from: vb + h * hd, count: hd) }
+                    }
+                    preload = Preload(layer.wo.storage(ofRows: dimRows))
+                    wait()
+                    // (2) attention.
+                    let attention = attentionTasks(keys: k, values: v, slots: [slot], positions: [position], team: true)
+                    team.forEach(attention.count, attention.run)
+                    wait()
+                    // (3) x += Wo · attention, by rows.
+                    let ao = quantized(attnOut, c.queryDim, for: layer.wo)
+                    matvecRows(layer.wo, dimRows, attnOut, ao, xb)
+                    axpy(x + dimRows.lowerBound, 1, xb + dimRows.lowerBound, dimRows.count)
+                    preload = Preload(layer.w1.storage(ofRows: hiddenRows), layer.w3.storage(ofRows: hiddenRows))
+                    wait()
+                    // (4) gate and up of the same rows, then SwiGLU.
+                    rmsnorm(normed, x, layer.ffnNorm, c.dim, eps: c.rmsNormEps)
+                    let f = quantized(normed, c.dim, for: layer.w1, layer.w3)
+                    matvecRows(layer.w1, hiddenRows, normed, f, hb)
+                    matvecRows(layer.w3, hiddenRows, normed, f, hb2)
+                    swiglu(hb + hiddenRows.lowerBound, hb2 + hiddenRows.lowerBound, hiddenRows.count)
+                    preload = Preload(layer.w2.storage(ofRows: dimRows))
+                    wait()
+                    // (5) x += W2 · hidden, by rows.
+                    let h = quantized(hb, c.hiddenDim, for: layer.w2)
+                    matvecRows(layer.w2, dimRows, hb, h, xb)
+                    axpy(x + dimRows.lowerBound, 1, xb + dimRows.lowerBound, dimRows.count)
+                    if l + 1 < c.layerCount {
+                        let next = qkvStorage(l + 1)
+                        preload = Preload(next.0, next.1)
+                    } else {
+                        preload = Preload(weights.output.storage(ofRows: outputRows))
+                    }
+                    wait()
+                }
+                rmsnorm(normed, x, weights.norm, c.dim, eps: c.rmsNormEps)
+                let o = quantized(normed, c.dim, for: weights.output)
+                matvecRows(weights.output, outputRows, normed, o, out.pointer)
+            }
         }
     }
 
     /// xb[i] = RMSNorm(x[i]) for the first `count` rows.
     private func normalize(_ weight: [Float], count: Int) {
-        let dim = config.dim, eps = config.rmsNormEps
-        x.withUnsafeBufferPointer { xp in
-            xb.withUnsafeMutableBufferPointer { out in
-                for i in 0..<count { rmsnorm(out.baseAddress! + i * dim, xp.baseAddress! + i * dim, weight, dim, eps: eps) }
-            }
-        }
-    }
-
-    /// x += xb for the first `count` rows.
-    private func addResidual(count: Int) {
-        let n = count * config.dim
-        x.withUnsafeMutableBufferPointer { xp in
-            xb.withUnsafeBufferPointer { axpy(xp.baseAddress!, 1, $0.baseAddress!, n) }
-        }
+        for i in 0..<count { rmsnorm(xb + i * config.dim, x + i * config.dim, weight, config.dim, eps: config.rmsNormEps) }
     }
 
     /// Causal grouped-query attention of the batch's queries (token i of sequence slots[i] at
-    /// positions[i]) against that sequence's cached positions 0...positions[i], written to
-    /// `attnOut`. Query head h reads key/value head h / (H/G).
-    private func attention(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, slots: [Int], positions: [Int]) {
+    /// positions[i]) against that sequence's cached positions 0...positions[i], as tasks that
+    /// write `attnOut`, and whether it is worth running them in parallel (`team`: they will be,
+    /// by a team region's threads). Query head h reads key/value head h / (H/G).
+    private func attentionTasks(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>, slots: [Int], positions: [Int],
+                                team: Bool = false) -> (count: Int, parallel: Bool, run: (Int) -> Void) {
         let c = config, count = positions.count
         let group = c.headCount / c.kvHeadCount
         let scale = 1 / Float(c.headDim).squareRoot()
         let ctx = contextLength
-        q.withUnsafeMutableBufferPointer { qb in
-            attnOut.withUnsafeMutableBufferPointer { ob in
-                do {
-                    let qp = SendablePointer(qb.baseAddress!), op = SendablePointer(ob.baseAddress!)
-                    let sp = SendablePointer(scores)
-                    let kp = SendablePointer(keys), vp = SendablePointer(values)
-                    // A task is a key/value head with all the query heads that read it (each
-                    // block of 64 keys then serves them all from L1; pairs of heads share each
-                    // value row and run two independent chains of FMAs) when there are many such
-                    // tasks, when they split evenly over the threads, or when one thread does all
-                    // the work. Otherwise it is a pair of one group's query heads (or a last
-                    // single one): 3 groups on 2 threads would leave one idle a third of the
-                    // time, 9 heads in 6 tasks of 2 or 1 balance them. Without grouped-query
-                    // attention (group 1), a task is one head.
-                    let parallel = (positions.max()! + 1) * count * c.headCount * c.headDim >= 64 * 1024
-                    let units = count * c.kvHeadCount
-                    let grouped = group > 1 && (!parallel || units >= 4 * pool.threadCount || units % pool.threadCount == 0)
-                    let pairsPerGroup = (group + 1) / 2
-                    let unitsPerToken = grouped ? c.kvHeadCount : c.kvHeadCount * pairsPerGroup
-                    let work = { (task: Int) in
-                        let i = task / unitsPerToken, u = task % unitsPerToken
-                        let heads: Range<Int>
-                        if grouped {
-                            heads = (u * group)..<((u + 1) * group)
-                        } else {
-                            let first = (u / pairsPerGroup) * group + (u % pairsPerGroup) * 2
-                            heads = first..<min(first + 2, (u / pairsPerGroup + 1) * group)
-                        }
-                        let length = positions[i] + 1
-                        let head = self.cacheOffset(slots[i], heads.lowerBound / group, 0)
-                        let keys = kp.pointer + head, values = vp.pointer + head
-                        @inline(__always) func query(_ h: Int) -> UnsafeMutablePointer<Float> { qp.pointer + i * c.queryDim + h * c.headDim }
-                        @inline(__always) func row(_ h: Int) -> UnsafeMutablePointer<Float> { sp.pointer + (i * c.headCount + h) * ctx }
-                        @inline(__always) func output(_ h: Int) -> UnsafeMutablePointer<Float> { op.pointer + i * c.queryDim + h * c.headDim }
-                        for block in stride(from: 0, to: length, by: 64) {
-                            let m = min(64, length - block)
-                            for h in heads {
-                                scaledDots(row(h) + block, query(h), keys + block * c.headDim, stride: c.headDim, count: m, n: c.headDim, scale: scale)
-                            }
-                        }
-                        var h = heads.lowerBound
-                        while h < heads.upperBound {
-                            if h + 1 < heads.upperBound {
-                                softmax(row(h), row(h + 1), length)
-                                weightedSums(output(h), output(h + 1), row(h), row(h + 1), values, stride: c.headDim, count: length, n: c.headDim)
-                                h += 2
-                            } else {
-                                softmax(row(h), length)
-                                weightedSum(output(h), row(h), values, stride: c.headDim, count: length, n: c.headDim)
-                                h += 1
-                            }
-                        }
-                    }
-                    let tasks = count * unitsPerToken
-                    if !parallel {
-                        for t in 0..<tasks { work(t) }
-                    } else {
-                        pool.parallelFor(tasks, work)
-                    }
+        let threads = pool.threadCount
+        let qp = q, op = attnOut, sp = scores
+        // A task is a key/value head with all the query heads that read it (each block of 64
+        // keys then serves them all from L1; pairs of heads share each value row and run two
+        // independent chains of FMAs) when there are many such tasks, when they split evenly
+        // over the threads, or when one thread does all the work. Otherwise it is a pair of one
+        // group's query heads (or a last single one): 3 groups on 2 threads would leave one idle
+        // a third of the time, 9 heads in 6 tasks of 2 or 1 balance them. Without grouped-query
+        // attention (group 1), a task is one head.
+        let parallel = threads > 1 && (team || (positions.max()! + 1) * count * c.headCount * c.headDim >= 64 * 1024)
+        let units = count * c.kvHeadCount
+        let grouped = group > 1 && (!parallel || units >= 4 * threads || units % threads == 0)
+        let pairsPerGroup = (group + 1) / 2
+        let unitsPerToken = grouped ? c.kvHeadCount : c.kvHeadCount * pairsPerGroup
+        let run = { (task: Int) in
+            let i = task / unitsPerToken, u = task % unitsPerToken
+            let heads: Range<Int>
+            if grouped {
+                heads = (u * group)..<((u + 1) * group)
+            } else {
+                let first = (u / pairsPerGroup) * group + (u % pairsPerGroup) * 2
+                heads = first..<min(first + 2, (u / pairsPerGroup + 1) * group)
+            }
+            let length = positions[i] + 1
+            let head = self.cacheOffset(slots[i], heads.lowerBound / group, 0)
+            let keys = keys + head, values = values + head
+            @inline(__always) func query(_ h: Int) -> UnsafeMutablePointer<Float> { qp + i * c.queryDim + h * c.headDim }
+            @inline(__always) func row(_ h: Int) -> UnsafeMutablePointer<Float> { sp + (i * c.headCount + h) * ctx }
+            @inline(__always) func output(_ h: Int) -> UnsafeMutablePointer<Float> { op + i * c.queryDim + h * c.headDim }
+            for block in stride(from: 0, to: length, by: 64) {
+                let m = min(64, length - block)
+                for h in heads {
+                    scaledDots(row(h) + block, query(h), keys + block * c.headDim, stride: c.headDim, count: m, n: c.headDim, scale: scale)
+                }
+            }
+            var h = heads.lowerBound
+            while h < heads.upperBound {
+                if h + 1 < heads.upperBound {
+                    softmax(row(h), row(h + 1), length)
+                    weightedSums(output(h), output(h + 1), row(h), row(h + 1), values, stride: c.headDim, count: length, n: c.headDim)
+                    h += 2
+                } else {
+                    softmax(row(h), length)
+                    weightedSum(output(h), row(h), values, stride: c.headDim, count: length, n: c.headDim)
+                    h += 1
                 }
             }
         }
+        return (count * unitsPerToken, parallel, run)
     }
 }

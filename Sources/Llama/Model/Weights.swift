@@ -27,6 +27,18 @@ public struct LayerWeights: Sendable {
     /// (hiddenDim, dim) up projection, W3 (`up_proj`)
     public var w3: Matrix
 
+    public init(attentionNorm: [Float], wq: Matrix, wk: Matrix, wv: Matrix, wo: Matrix, ffnNorm: [Float], w1: Matrix, w2: Matrix, w3: Matrix) {
+        self.attentionNorm = attentionNorm
+        self.wq = wq
+        self.wk = wk
+        self.wv = wv
+        self.wo = wo
+        self.ffnNorm = ffnNorm
+        self.w1 = w1
+        self.w2 = w2
+        self.w3 = w3
+    }
+
     /// The seven projection matrices, in checkpoint order.
     public var matrices: [Matrix] { [wq, wk, wv, wo, w1, w2, w3] }
 }
