@@ -171,15 +171,20 @@ public final class ThreadPool: @unchecked Sendable {
             }
         }
 
-        /// Runs `body(i)` for every `i` in `0..<n`, handing tasks to whichever thread is free.
-        /// Every thread of the team must call it with the same `n`, and a barrier must separate
-        /// two calls (a thread still looking for work in one must not take the next one's).
+        /// Runs `body(i)` for every `i` in `0..<n`: thread t starts with task t (so it knows
+        /// ahead which one, and can preload for it), then takes whichever is next free. Every
+        /// thread of the team must call it with the same `n`, and a barrier must separate two
+        /// calls (a thread still looking for work in one must not take the next one's).
         public mutating func forEach(_ n: Int, _ body: (Int) -> Void) {
-            let base = claimBase
-            claimBase += n + count  // each thread's last claim overshoots once
             if count == 1 { for i in 0..<n { body(i) }; return }
+            // The counter moves once per task past the first `count` and once per thread
+            // finding none left: max(n, count) in all, the same for every thread to add.
+            let base = claimBase
+            claimBase += max(n, count)
+            if index >= n { _ = pool.claimed.add(1, ordering: .relaxed); return }
+            body(index)
             while true {
-                let i = pool.claimed.add(1, ordering: .relaxed).oldValue - base
+                let i = pool.claimed.add(1, ordering: .relaxed).oldValue - base + count
                 if i >= n { return }
                 body(i)
             }

@@ -42,6 +42,27 @@ struct RoPETable {
     }
 }
 
+/// The rows of a decoding phase's matrices in chunks that threads take as they come free
+/// (`ThreadPool.Team.forEach`): about 1 MB of weights each, at most an even share per thread,
+/// whole 8-row groups. One long run per thread streams best, but on a shared machine one core
+/// is often slower than the other, and with a barrier after every phase an even split makes the
+/// faster one wait; chunks this long still start few streams (four ranges of ~40 KB per thread
+/// cost the default model a quarter of its decoding speed), and the default model's matrices
+/// (under 1 MB a thread) still split in two.
+struct RowChunks {
+    let rows: Int
+    let size: Int
+
+    init(rows: Int, bytesPerRow: Int, threads: Int, chunkBytes: Int = 1 << 20) {
+        self.rows = rows
+        let share = (rows + 8 * threads - 1) / (8 * threads) * 8
+        size = max(8, min(share, chunkBytes / max(1, bytesPerRow) / 8 * 8))
+    }
+
+    var count: Int { (rows + size - 1) / size }
+    func range(_ i: Int) -> Range<Int> { (i * size)..<min(rows, (i + 1) * size) }
+}
+
 extension Range where Bound == Int {
     fileprivate func shifted(by offset: Int) -> Range<Int> { (lowerBound + offset)..<(upperBound + offset) }
 }
@@ -291,6 +312,7 @@ public final class Transformer: @unchecked Sendable {
         weights.tokenEmbedding.row(token, into: x)
         let hd = c.headDim
         let headUnits = c.headCount + 2 * c.kvHeadCount
+        let outputChunks = RowChunks(rows: c.vocabSize, bytesPerRow: weights.output.rowBytes, threads: pool.threadCount)
         logits.withUnsafeMutableBufferPointer { logitsBuffer in
             let out = SendablePointer(logitsBuffer.baseAddress!)
             pool.team { team in
@@ -303,28 +325,37 @@ public final class Transformer: @unchecked Sendable {
                     a.quantize(input)
                     return a
                 }
-                let dimRows = team.share(c.dim, unit: 8), hiddenRows = team.share(c.hiddenDim, unit: 8)
-                let outputRows = team.share(c.vocabSize, unit: 8)
                 let units = team.share(headUnits)
                 let qHeads = units.clamped(to: 0..<c.headCount)
                 let kHeads = units.clamped(to: c.headCount..<(c.headCount + c.kvHeadCount)).shifted(by: -c.headCount)
                 let vHeads = units.clamped(to: (c.headCount + c.kvHeadCount)..<headUnits).shifted(by: -c.headCount - c.kvHeadCount)
                 func rows(_ heads: Range<Int>) -> Range<Int> { (heads.lowerBound * hd)..<(heads.upperBound * hd) }
-                /// This thread's rows of layer l's q, k and v (the first two non-empty), to preload.
-                func qkvStorage(_ l: Int) -> (UnsafeRawBufferPointer, UnsafeRawBufferPointer?) {
-                    let layer = weights.layers[l]
-                    let parts = [(layer.wq, qHeads), (layer.wk, kHeads), (layer.wv, vHeads)].filter { !$0.1.isEmpty }
-                        .map { $0.0.storage(ofRows: rows($0.1)) }
-                    return (parts[0], parts.count > 1 ? parts[1] : nil)
-                }
                 let preloading = preloadsAtBarriers
                 var preload = Preload(UnsafeRawBufferPointer(start: nil, count: 0))
                 func wait() {
                     if preloading { team.barrier { preload.step() } } else { team.barrier() }
                 }
+                /// Preload this thread's first chunk of `chunks` in `m` (and `m2`) at the next barrier.
+                func preloadFirst(_ chunks: RowChunks, _ m: Matrix, _ m2: Matrix? = nil) {
+                    guard team.index < chunks.count else { preload = Preload(UnsafeRawBufferPointer(start: nil, count: 0)); return }
+                    let r = chunks.range(team.index)
+                    preload = Preload(m.storage(ofRows: r), m2?.storage(ofRows: r))
+                }
+                /// Preload this thread's q, k, v rows of layer `l` (its first two matrices).
+                func preloadQKV(_ l: Int) {
+                    let layer = weights.layers[l]
+                    var parts: (UnsafeRawBufferPointer?, UnsafeRawBufferPointer?) = (nil, nil)
+                    for (m, heads) in [(layer.wq, qHeads), (layer.wk, kHeads), (layer.wv, vHeads)] where !heads.isEmpty {
+                        if parts.0 == nil { parts.0 = m.storage(ofRows: rows(heads)) } else if parts.1 == nil { parts.1 = m.storage(ofRows: rows(heads)) }
+                    }
+                    preload = Preload(parts.0 ?? UnsafeRawBufferPointer(start: nil, count: 0), parts.1)
+                }
                 for l in 0..<c.layerCount {
                     let layer = weights.layers[l]
                     let k = keyCache[l], v = valueCache[l]
+                    let woChunks = RowChunks(rows: c.dim, bytesPerRow: layer.wo.rowBytes, threads: team.count)
+                    let ffnChunks = RowChunks(rows: c.hiddenDim, bytesPerRow: layer.w1.rowBytes + layer.w3.rowBytes, threads: team.count)
+                    let w2Chunks = RowChunks(rows: c.dim, bytesPerRow: layer.w2.rowBytes, threads: team.count)
                     // (1) q, k, v: whole heads, in the order q, k, v.
                     rmsnorm(normed, x, layer.attentionNorm, c.dim, eps: c.rmsNormEps)
                     let a = quantized(normed, c.dim, for: layer.wq, layer.wk, layer.wv)
@@ -343,7 +374,7 @@ public final class Transformer: @unchecked Sendable {
                         matvecRows(layer.wv, rows(vHeads), normed, a, vb)
                         for h in vHeads { (v + cacheOffset(slot, h, position)).update(from: vb + h * hd, count: hd) }
                     }
-                    preload = Preload(layer.wo.storage(ofRows: dimRows))
+                    preloadFirst(woChunks, layer.wo)
                     wait()
                     // (2) attention.
                     let attention = attentionTasks(keys: k, values: v, slots: [slot], positions: [position], team: true)
@@ -351,33 +382,37 @@ public final class Transformer: @unchecked Sendable {
                     wait()
                     // (3) x += Wo · attention, by rows.
                     let ao = quantized(attnOut, c.queryDim, for: layer.wo)
-                    matvecRows(layer.wo, dimRows, attnOut, ao, xb)
-                    axpy(x + dimRows.lowerBound, 1, xb + dimRows.lowerBound, dimRows.count)
-                    preload = Preload(layer.w1.storage(ofRows: hiddenRows), layer.w3.storage(ofRows: hiddenRows))
+                    team.forEach(woChunks.count) { i in
+                        let r = woChunks.range(i)
+                        matvecRows(layer.wo, r, attnOut, ao, xb)
+                        axpy(x + r.lowerBound, 1, xb + r.lowerBound, r.count)
+                    }
+                    preloadFirst(ffnChunks, layer.w1, layer.w3)
                     wait()
                     // (4) gate and up of the same rows, then SwiGLU.
                     rmsnorm(normed, x, layer.ffnNorm, c.dim, eps: c.rmsNormEps)
                     let f = quantized(normed, c.dim, for: layer.w1, layer.w3)
-                    matvecRows(layer.w1, hiddenRows, normed, f, hb)
-                    matvecRows(layer.w3, hiddenRows, normed, f, hb2)
-                    swiglu(hb + hiddenRows.lowerBound, hb2 + hiddenRows.lowerBound, hiddenRows.count)
-                    preload = Preload(layer.w2.storage(ofRows: dimRows))
+                    team.forEach(ffnChunks.count) { i in
+                        let r = ffnChunks.range(i)
+                        matvecRows(layer.w1, r, normed, f, hb)
+                        matvecRows(layer.w3, r, normed, f, hb2)
+                        swiglu(hb + r.lowerBound, hb2 + r.lowerBound, r.count)
+                    }
+                    preloadFirst(w2Chunks, layer.w2)
                     wait()
                     // (5) x += W2 · hidden, by rows.
                     let h = quantized(hb, c.hiddenDim, for: layer.w2)
-                    matvecRows(layer.w2, dimRows, hb, h, xb)
-                    axpy(x + dimRows.lowerBound, 1, xb + dimRows.lowerBound, dimRows.count)
-                    if l + 1 < c.layerCount {
-                        let next = qkvStorage(l + 1)
-                        preload = Preload(next.0, next.1)
-                    } else {
-                        preload = Preload(weights.output.storage(ofRows: outputRows))
+                    team.forEach(w2Chunks.count) { i in
+                        let r = w2Chunks.range(i)
+                        matvecRows(layer.w2, r, hb, h, xb)
+                        axpy(x + r.lowerBound, 1, xb + r.lowerBound, r.count)
                     }
+                    if l + 1 < c.layerCount { preloadQKV(l + 1) } else { preloadFirst(outputChunks, weights.output) }
                     wait()
                 }
                 rmsnorm(normed, x, weights.norm, c.dim, eps: c.rmsNormEps)
                 let o = quantized(normed, c.dim, for: weights.output)
-                matvecRows(weights.output, outputRows, normed, o, out.pointer)
+                team.forEach(outputChunks.count) { i in matvecRows(weights.output, outputChunks.range(i), normed, o, out.pointer) }
             }
         }
     }
