@@ -10,6 +10,9 @@ import Synchronization
 public final class ThreadPool: @unchecked Sendable {
     /// Total threads working on a loop, the caller included.
     public let threadCount: Int
+    /// Whether every thread can have a core of its own (no more threads than the process may
+    /// use). `team` regions, whose barriers wait for every thread, need it to be fast.
+    public let hasCorePerThread: Bool
 
     private let generation = Atomic<Int>(0)
     private let nextChunk = Atomic<Int>(0)
@@ -45,6 +48,7 @@ public final class ThreadPool: @unchecked Sendable {
 
     public init(threads: Int) {
         threadCount = max(1, threads)
+        hasCorePerThread = threadCount <= ProcessInfo.processInfo.activeProcessorCount
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&wake, nil)
         for index in 1..<threadCount {
@@ -163,11 +167,13 @@ public final class ThreadPool: @unchecked Sendable {
                 pool.barriers.store(passed + 1, ordering: .releasing)
                 return
             }
+            // Yield soon: with more threads than free cores, a thread spinning here holds the
+            // core of one that has yet to arrive.
             var busy = true, spins = 0
             while pool.barriers.load(ordering: .acquiring) == passed {
                 if busy { busy = idle(); continue }
                 spins += 1
-                if spins > 20_000 { sched_yield() }
+                if spins > 2000 { sched_yield() }
             }
         }
 

@@ -84,7 +84,9 @@ public final class Transformer: @unchecked Sendable {
     /// Whether a single token runs in one parallel region with barriers between its phases
     /// (`decode`; default) or through a region per matmul like a batch (the environment
     /// variable `LLAMA_SWIFT_TEAM=0` chooses the latter, to compare). Same logits either way.
-    public var decodesInOneRegion = ProcessInfo.processInfo.environment["LLAMA_SWIFT_TEAM"] != "0"
+    /// A pool with more threads than cores takes the latter by default: with every barrier
+    /// waiting for threads that have no core, decoding ran 16× slower (4 threads on 2 cores).
+    public var decodesInOneRegion: Bool
     /// Whether threads waiting at `decode`'s barriers preload the weights of their next share
     /// (`LLAMA_SWIFT_PRELOAD=0` turns it off, to compare).
     public var preloadsAtBarriers = ProcessInfo.processInfo.environment["LLAMA_SWIFT_PRELOAD"] != "0"
@@ -122,6 +124,7 @@ public final class Transformer: @unchecked Sendable {
         self.sequences = max(1, sequences)
         self.maxBatch = max(1, min(maxBatch, self.contextLength * self.sequences))
         self.pool = pool
+        decodesInOneRegion = pool.hasCorePerThread && ProcessInfo.processInfo.environment["LLAMA_SWIFT_TEAM"] != "0"
         func zeroed(_ count: Int) -> UnsafeMutablePointer<Float> {
             guard let p = calloc(max(count, 1), MemoryLayout<Float>.size) else { fatalError("out of memory: \(count * 4) bytes") }
             return p.assumingMemoryBound(to: Float.self)
