@@ -316,14 +316,18 @@ public final class Transformer: @unchecked Sendable {
         let hd = c.headDim
         let headUnits = c.headCount + 2 * c.kvHeadCount
         let outputChunks = RowChunks(rows: c.vocabSize, bytesPerRow: weights.output.rowBytes, threads: pool.threadCount)
+        // Built once per token, not per layer and thread (each call allocates its closure).
+        let attention = (0..<c.layerCount).map {
+            attentionTasks(keys: keyCache[$0], values: valueCache[$0], slots: [slot], positions: [position], team: true)
+        }
         logits.withUnsafeMutableBufferPointer { logitsBuffer in
             let out = SendablePointer(logitsBuffer.baseAddress!)
             pool.team { team in
                 let scratch = threadScratch + team.index * threadScratchBytes
                 let normed = scratch.assumingMemoryBound(to: Float.self)
-                /// `input` (count floats) quantized into this thread's scratch, if any of `matrices` wants it.
-                func quantized(_ input: UnsafePointer<Float>, _ count: Int, for matrices: Matrix...) -> Q8Activations? {
-                    guard matrices.contains(where: { $0.type.usesQ8Activations }) else { return nil }
+                /// `input` (count floats) quantized into this thread's scratch, if any of the matrices wants it.
+                func quantized(_ input: UnsafePointer<Float>, _ count: Int, for m: Matrix, _ m2: Matrix? = nil, _ m3: Matrix? = nil) -> Q8Activations? {
+                    guard m.type.usesQ8Activations || m2?.type.usesQ8Activations == true || m3?.type.usesQ8Activations == true else { return nil }
                     let a = Q8Activations(buffer: scratch + c.dim * 4, count: count)
                     a.quantize(input)
                     return a
@@ -333,6 +337,14 @@ public final class Transformer: @unchecked Sendable {
                 let kHeads = units.clamped(to: c.headCount..<(c.headCount + c.kvHeadCount)).shifted(by: -c.headCount)
                 let vHeads = units.clamped(to: (c.headCount + c.kvHeadCount)..<headUnits).shifted(by: -c.headCount - c.kvHeadCount)
                 func rows(_ heads: Range<Int>) -> Range<Int> { (heads.lowerBound * hd)..<(heads.upperBound * hd) }
+                /// x += m · input for this thread's chunks of m's rows (each thread adds its own rows).
+                func addProduct(_ m: Matrix, _ chunks: RowChunks, _ input: UnsafePointer<Float>, _ inputQ: Q8Activations?) {
+                    team.forEach(chunks.count) { i in
+                        let r = chunks.range(i)
+                        matvecRows(m, r, input, inputQ, xb)
+                        axpy(x + r.lowerBound, 1, xb + r.lowerBound, r.count)
+                    }
+                }
                 let preloading = preloadsAtBarriers
                 var preload = Preload(UnsafeRawBufferPointer(start: nil, count: 0))
                 func wait() {
@@ -348,9 +360,13 @@ public final class Transformer: @unchecked Sendable {
                 func preloadQKV(_ l: Int) {
                     let layer = weights.layers[l]
                     var parts: (UnsafeRawBufferPointer?, UnsafeRawBufferPointer?) = (nil, nil)
-                    for (m, heads) in [(layer.wq, qHeads), (layer.wk, kHeads), (layer.wv, vHeads)] where !heads.isEmpty {
+                    func add(_ m: Matrix, _ heads: Range<Int>) {
+                        guard !heads.isEmpty else { return }
                         if parts.0 == nil { parts.0 = m.storage(ofRows: rows(heads)) } else if parts.1 == nil { parts.1 = m.storage(ofRows: rows(heads)) }
                     }
+                    add(layer.wq, qHeads)
+                    add(layer.wk, kHeads)
+                    add(layer.wv, vHeads)
                     preload = Preload(parts.0 ?? UnsafeRawBufferPointer(start: nil, count: 0), parts.1)
                 }
                 for l in 0..<c.layerCount {
@@ -380,16 +396,10 @@ public final class Transformer: @unchecked Sendable {
                     preloadFirst(woChunks, layer.wo)
                     wait()
                     // (2) attention.
-                    let attention = attentionTasks(keys: k, values: v, slots: [slot], positions: [position], team: true)
-                    team.forEach(attention.count, attention.run)
+                    team.forEach(attention[l].count, attention[l].run)
                     wait()
                     // (3) x += Wo · attention, by rows.
-                    let ao = quantized(attnOut, c.queryDim, for: layer.wo)
-                    team.forEach(woChunks.count) { i in
-                        let r = woChunks.range(i)
-                        matvecRows(layer.wo, r, attnOut, ao, xb)
-                        axpy(x + r.lowerBound, 1, xb + r.lowerBound, r.count)
-                    }
+                    addProduct(layer.wo, woChunks, attnOut, quantized(attnOut, c.queryDim, for: layer.wo))
                     preloadFirst(ffnChunks, layer.w1, layer.w3)
                     wait()
                     // (4) gate and up of the same rows, then SwiGLU.
@@ -404,12 +414,7 @@ public final class Transformer: @unchecked Sendable {
                     preloadFirst(w2Chunks, layer.w2)
                     wait()
                     // (5) x += W2 · hidden, by rows.
-                    let h = quantized(hb, c.hiddenDim, for: layer.w2)
-                    team.forEach(w2Chunks.count) { i in
-                        let r = w2Chunks.range(i)
-                        matvecRows(layer.w2, r, hb, h, xb)
-                        axpy(x + r.lowerBound, 1, xb + r.lowerBound, r.count)
-                    }
+                    addProduct(layer.w2, w2Chunks, hb, quantized(hb, c.hiddenDim, for: layer.w2))
                     if l + 1 < c.layerCount { preloadQKV(l + 1) } else { preloadFirst(outputChunks, weights.output) }
                     wait()
                 }
