@@ -279,8 +279,8 @@ public struct Benchmark {
     /// in phases the sizes of a decoding step's matmuls (q, k and v together, o, gate and up
     /// together, down; the output), each split evenly over the threads of one region per token
     /// and ended by a barrier, as `Transformer.decode` runs them (less its barrier around
-    /// attention), with no arithmetic and nothing between phases. What a decoding step could stream at best with this structure,
-    /// next to `readBandwidth`'s one long stream per thread.
+    /// attention), with no arithmetic and nothing between phases. What a decoding step could
+    /// stream at best with this structure, next to `readBandwidth`'s one long stream per thread.
     public func regionReadBandwidth(tokens: Int = 8, bufferBytes: Int = 512 << 20) -> Double {
         var phases: [Int] = []
         for l in weights.layers {

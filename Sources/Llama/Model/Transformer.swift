@@ -317,8 +317,9 @@ public final class Transformer: @unchecked Sendable {
         let headUnits = c.headCount + 2 * c.kvHeadCount
         let outputChunks = RowChunks(rows: c.vocabSize, bytesPerRow: weights.output.rowBytes, threads: pool.threadCount)
         // Built once per token, not per layer and thread (each call allocates its closure).
+        let slots = [slot], positions = [position]
         let attention = (0..<c.layerCount).map {
-            attentionTasks(keys: keyCache[$0], values: valueCache[$0], slots: [slot], positions: [position], team: true)
+            attentionTasks(keys: keyCache[$0], values: valueCache[$0], slots: slots, positions: positions, team: true)
         }
         logits.withUnsafeMutableBufferPointer { logitsBuffer in
             let out = SendablePointer(logitsBuffer.baseAddress!)
