@@ -132,14 +132,61 @@ public struct Preload {
 
 private let preloadSink = Atomic<Int>(0)
 
+extension TensorType {
+    /// Whether matmuls with this weight type multiply by the activations rounded to F16, on
+    /// every build: ggml does so for F16 weights (F16 is their `vec_dot_type`), as transformers
+    /// does in float16. The products of two halves are exact in Float32; decoding reads half the
+    /// input bytes.
+    public var usesHalfActivations: Bool { self == .f16 }
+}
+
+/// One input vector in the forms its matrices multiply by: Float32, quantized to Q8 for the
+/// integer kernels (`TensorType.usesQ8Activations`), rounded to F16 for F16 matrices
+/// (`usesHalfActivations`). Prepared once per matmul (per thread, in decoding's region).
+public struct Activations {
+    public let floats: UnsafePointer<Float>
+    public let q8: Q8Activations?
+    /// (count) Float16 values
+    public let halves: UnsafeRawPointer?
+
+    /// Bytes of scratch that `init(_:count:scratch:quantized:halves:)` may use for `count` activations.
+    public static func byteCount(_ count: Int) -> Int { (Q8Activations.byteCount(count) + 63) / 64 * 64 + count * 2 }
+
+    /// `x` (count floats), quantized and/or rounded into `scratch` (`byteCount(count)` bytes,
+    /// 64-aligned) as asked.
+    public init(_ x: UnsafePointer<Float>, count: Int, scratch: UnsafeMutableRawPointer, quantized: Bool, halves: Bool) {
+        floats = x
+        if quantized {
+            let a = Q8Activations(buffer: scratch, count: count)
+            a.quantize(x)
+            q8 = a
+        } else {
+            q8 = nil
+        }
+        if halves {
+            let h = scratch + (Q8Activations.byteCount(count) + 63) / 64 * 64
+            roundToHalves(x, h, count)
+            self.halves = UnsafeRawPointer(h)
+        } else {
+            self.halves = nil
+        }
+    }
+
+    /// `x` prepared for `m`, `m2` and `m3` (not variadic: an array per call showed in decoding's
+    /// allocations).
+    public init(_ x: UnsafePointer<Float>, count: Int, scratch: UnsafeMutableRawPointer, for m: Matrix, _ m2: Matrix? = nil, _ m3: Matrix? = nil) {
+        func any(_ wants: (TensorType) -> Bool) -> Bool { wants(m.type) || m2.map { wants($0.type) } == true || m3.map { wants($0.type) } == true }
+        self.init(x, count: count, scratch: scratch, quantized: any(\.usesQ8Activations), halves: any(\.usesHalfActivations))
+    }
+}
+
 /// Rows `rows` of y = W x for one input, written to `y[r]`: a thread's share of a matvec that
 /// it runs inside a `ThreadPool.team` region, with the bits `matmul` gives for a batch of one.
-/// `xq` is x quantized (`Q8Activations.quantize`) when `w.type.usesQ8Activations`, else nil.
-/// Interleaved matrices take whole 8-row groups.
-public func matvecRows(_ w: Matrix, _ rows: Range<Int>, _ x: UnsafePointer<Float>, _ xq: Q8Activations?, _ y: UnsafeMutablePointer<Float>) {
+/// `x` must be prepared for `w` (`Activations`). Interleaved matrices take whole 8-row groups.
+public func matvecRows(_ w: Matrix, _ rows: Range<Int>, _ x: Activations, _ y: UnsafeMutablePointer<Float>) {
     #if LLAMA_AVX2
     if w.type.usesQ8Activations {
-        guard var xq else { preconditionFailure("\(w.type) products need quantized activations") }
+        guard var xq = x.q8 else { preconditionFailure("\(w.type) products need quantized activations") }
         if case .interleaved8(let groupBytes) = w.layout {
             withUnsafePointer(to: &xq) { one in
                 interleavedProduct(w, groupBytes: groupBytes, rows: rows, UnsafeBufferPointer(start: one, count: 1), y, w.rows)
@@ -151,18 +198,27 @@ public func matvecRows(_ w: Matrix, _ rows: Range<Int>, _ x: UnsafePointer<Float
     }
     #endif
     precondition(w.layout == .rowMajor, "interleaved matrices need the integer kernels")
-    for r in rows { y[r] = dot(w.type, w.data + r * w.rowBytes, x, w.cols) }
+    if w.type.usesHalfActivations {
+        guard let xh = x.halves else { preconditionFailure("\(w.type) products need activations rounded to F16") }
+        for r in rows { y[r] = dotF16Halves(w.data + r * w.rowBytes, xh, w.cols) }
+        return
+    }
+    for r in rows { y[r] = dot(w.type, w.data + r * w.rowBytes, x.floats, w.cols) }
 }
 
 /// Y = X Wᵀ for a batch of input rows (`batch` × `cols`, row b at `x + b * xStride`) and
 /// several weight matrices with the same input (q, k, v; gate, up), in one parallel region.
 /// Each task takes a tile of weight rows and runs it against every input row, so the weights
 /// are read from memory once per batch, not once per token. Formats with integer kernels
-/// quantize each input row once (as llama.cpp does).
+/// quantize each input row once, and F16 matrices multiply by it rounded to F16, as llama.cpp
+/// does both.
 public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: Int? = nil, batch: Int, pool: ThreadPool = .shared) {
     guard let first = products.first?.matrix, batch > 0 else { return }
     let cols = first.cols, stride = xStride ?? cols
-    if products.contains(where: { $0.matrix.cols != cols || $0.matrix.type.usesQ8Activations != first.type.usesQ8Activations }) {
+    if products.contains(where: {
+        $0.matrix.cols != cols || $0.matrix.type.usesQ8Activations != first.type.usesQ8Activations
+            || $0.matrix.type.usesHalfActivations != first.type.usesHalfActivations
+    }) {
         for p in products { matmul([p], x, xStride: stride, batch: batch, pool: pool) }
         return
     }
@@ -242,62 +298,88 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
     }
     #endif
     precondition(products.allSatisfy { $0.matrix.layout == .rowMajor }, "interleaved matrices need the integer kernels")
-    let xin = SendablePointer(UnsafeMutablePointer(mutating: x))
-    let tiled = first.type.isFloat
-    run { t in
-        let (i, start) = task(t)
-        let p = products[i], w = p.matrix
-        let end = min(start + chunk, w.rows)
-        var r = start
-        // 3 rows × 3 inputs per step where the batch allows (measured 1.4× faster than 2×4 tiles,
-        // which read 4 input vectors per 8 FMAs from L2; a 4×3 tile needs all 16 ymm registers
-        // and LLVM spilled it); 4 × 6 in 16 lanes with AVX-512 (32 registers). Inputs left over
-        // (batch % tile; with AVX-512, below four) take plain dot products.
-        if tiled {
-            let tilesEnd = start + (end - start) / floatTile * floatTile
-            #if LLAMA_AVX512
-            // 4 rows × 6 inputs; then 4 × 4 for four or five inputs left over.
-            let sixes = batch / 6 * 6
-            let whole = batch - sixes >= 4 ? sixes + 4 : sixes
-            #else
-            let whole = batch / floatTile * floatTile
-            #endif
-            for blockStart in Swift.stride(from: 0, to: whole, by: floatInputBlock) {
-                let blockEnd = min(whole, blockStart + floatInputBlock)
+    if first.type.usesHalfActivations {
+        if batch == 1 {
+            // Decoding: each row against the input's halves (half the bytes of Float32).
+            withUnsafeTemporaryAllocation(byteCount: cols * 2, alignment: 64) { buffer in
+                roundToHalves(x, buffer.baseAddress!, cols)
+                let xh = UnsafeRawPointer(buffer.baseAddress!)
+                run { t in
+                    let (i, start) = task(t)
+                    let p = products[i], w = p.matrix
+                    for r in start..<min(start + chunk, w.rows) { p.output[r] = dotF16Halves(w.data + r * w.rowBytes, xh, cols) }
+                }
+            }
+        } else {
+            // Batches: the float tiles, on the inputs rounded through F16.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: batch * cols) { rounded in
+                for b in 0..<batch { roundThroughHalves(x + b * stride, rounded.baseAddress! + b * cols, cols) }
+                floatProducts(UnsafePointer(rounded.baseAddress!), cols)
+            }
+        }
+        return
+    }
+    floatProducts(x, stride)
+
+    /// The float formats' products, from inputs `stride` floats apart.
+    func floatProducts(_ x: UnsafePointer<Float>, _ stride: Int) {
+        let xin = SendablePointer(UnsafeMutablePointer(mutating: x))
+        let tiled = first.type.isFloat
+        run { t in
+            let (i, start) = task(t)
+            let p = products[i], w = p.matrix
+            let end = min(start + chunk, w.rows)
+            var r = start
+            // 3 rows × 3 inputs per step where the batch allows (measured 1.4× faster than 2×4 tiles,
+            // which read 4 input vectors per 8 FMAs from L2; a 4×3 tile needs all 16 ymm registers
+            // and LLVM spilled it); 4 × 6 in 16 lanes with AVX-512 (32 registers). Inputs left over
+            // (batch % tile; with AVX-512, below four) take plain dot products.
+            if tiled {
+                let tilesEnd = start + (end - start) / floatTile * floatTile
                 #if LLAMA_AVX512
-                var bb = blockStart
-                while bb < blockEnd {
-                    let six = bb + 6 <= sixes
-                    for rt in Swift.stride(from: start, to: tilesEnd, by: floatTile) {
-                        if six {
-                            dotTile4x6(w.type, w.data + rt * w.rowBytes, w.rowBytes, xin.pointer + bb * stride, stride, cols,
-                                       p.output + bb * p.outputStride + rt, p.outputStride)
-                        } else {
-                            dotTile4x4(w.type, w.data + rt * w.rowBytes, w.rowBytes, xin.pointer + bb * stride, stride, cols,
+                // 4 rows × 6 inputs; then 4 × 4 for four or five inputs left over.
+                let sixes = batch / 6 * 6
+                let whole = batch - sixes >= 4 ? sixes + 4 : sixes
+                #else
+                let whole = batch / floatTile * floatTile
+                #endif
+                for blockStart in Swift.stride(from: 0, to: whole, by: floatInputBlock) {
+                    let blockEnd = min(whole, blockStart + floatInputBlock)
+                    #if LLAMA_AVX512
+                    var bb = blockStart
+                    while bb < blockEnd {
+                        let six = bb + 6 <= sixes
+                        for rt in Swift.stride(from: start, to: tilesEnd, by: floatTile) {
+                            if six {
+                                dotTile4x6(w.type, w.data + rt * w.rowBytes, w.rowBytes, xin.pointer + bb * stride, stride, cols,
+                                           p.output + bb * p.outputStride + rt, p.outputStride)
+                            } else {
+                                dotTile4x4(w.type, w.data + rt * w.rowBytes, w.rowBytes, xin.pointer + bb * stride, stride, cols,
+                                           p.output + bb * p.outputStride + rt, p.outputStride)
+                            }
+                        }
+                        bb += six ? 6 : 4
+                    }
+                    #else
+                    for bb in Swift.stride(from: blockStart, to: blockEnd, by: floatTile) {
+                        for rt in Swift.stride(from: start, to: tilesEnd, by: floatTile) {
+                            dotTile3x3(w.type, w.data + rt * w.rowBytes, w.rowBytes, xin.pointer + bb * stride, stride, cols,
                                        p.output + bb * p.outputStride + rt, p.outputStride)
                         }
                     }
-                    bb += six ? 6 : 4
+                    #endif
                 }
-                #else
-                for bb in Swift.stride(from: blockStart, to: blockEnd, by: floatTile) {
-                    for rt in Swift.stride(from: start, to: tilesEnd, by: floatTile) {
-                        dotTile3x3(w.type, w.data + rt * w.rowBytes, w.rowBytes, xin.pointer + bb * stride, stride, cols,
-                                   p.output + bb * p.outputStride + rt, p.outputStride)
+                for rt in start..<tilesEnd {
+                    for b in whole..<batch {
+                        p.output[b * p.outputStride + rt] = dot(w.type, w.data + rt * w.rowBytes, xin.pointer + b * stride, cols)
                     }
                 }
-                #endif
+                r = tilesEnd
             }
-            for rt in start..<tilesEnd {
-                for b in whole..<batch {
-                    p.output[b * p.outputStride + rt] = dot(w.type, w.data + rt * w.rowBytes, xin.pointer + b * stride, cols)
-                }
+            for rr in r..<end {
+                let row = w.data + rr * w.rowBytes
+                for bb in 0..<batch { p.output[bb * p.outputStride + rr] = dot(w.type, row, xin.pointer + bb * stride, cols) }
             }
-            r = tilesEnd
-        }
-        for rr in r..<end {
-            let row = w.data + rr * w.rowBytes
-            for bb in 0..<batch { p.output[bb * p.outputStride + rr] = dot(w.type, row, xin.pointer + bb * stride, cols) }
         }
     }
 }

@@ -74,8 +74,9 @@ final class QuantTests: XCTestCase {
             let type = c.tensorType
             var y = [Float](repeating: 0, count: c.rows)
             c.bytes.withUnsafeBytes { raw in matvec(Matrix(type: type, rows: c.rows, cols: c.cols, data: raw.baseAddress!), c.x, &y) }
-            // Formats with integer kernels multiply by the Q8_0-quantized activations, as llama.cpp does.
-            let x = type.usesQ8Activations ? c.x_q8_0_dequantized : c.x
+            // Formats with integer kernels multiply by the Q8_0-quantized activations, F16 by the
+            // activations rounded to F16, as llama.cpp does.
+            let x = type.usesQ8Activations ? c.x_q8_0_dequantized : type.usesHalfActivations ? c.x.map { Float(Float16($0)) } : c.x
             for r in 0..<c.rows {
                 var expected: Double = 0, magnitude: Double = 0
                 for j in 0..<c.cols {

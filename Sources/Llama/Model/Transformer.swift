@@ -110,7 +110,7 @@ public final class Transformer: @unchecked Sendable {
     // pattern the prefetchers followed poorly at long contexts).
     private let keyCache: [UnsafeMutablePointer<Float>]
     private let valueCache: [UnsafeMutablePointer<Float>]
-    // Per pool thread, for `decode`: the normalised input and its Q8 quantization, 64-aligned.
+    // Per pool thread, for `decode`: the normalised input and its forms for the kernels (`Activations`), 64-aligned.
     private let threadScratch: UnsafeMutableRawPointer
     private let threadScratchBytes: Int
     /// (vocabSize) logits of the token after the last one run. Read it rather than keeping
@@ -145,7 +145,7 @@ public final class Transformer: @unchecked Sendable {
         keyCache = (0..<c.layerCount).map { _ in zeroed(kvCount) }
         valueCache = (0..<c.layerCount).map { _ in zeroed(kvCount) }
         let widest = max(c.dim, c.queryDim, c.hiddenDim)
-        threadScratchBytes = (c.dim * 4 + Q8Activations.byteCount(widest) + 63) / 64 * 64
+        threadScratchBytes = (c.dim * 4 + Activations.byteCount(widest) + 63) / 64 * 64
         threadScratch = UnsafeMutableRawPointer.allocate(byteCount: threadScratchBytes * pool.threadCount, alignment: 64)
     }
 
@@ -302,8 +302,9 @@ public final class Transformer: @unchecked Sendable {
     /// threads meet at five barriers per layer, where the per-matmul regions of `runBatch`
     /// left one thread to do the work between matmuls while the others waited, and restarted
     /// every thread's stream of weights at each of them. The results have `runBatch`'s bits:
-    /// the same kernels compute the same rows, and each thread normalises and quantizes the
-    /// whole input for itself (a few microseconds that would otherwise cost a barrier).
+    /// the same kernels compute the same rows, and each thread normalises and prepares
+    /// (quantizes, rounds) the whole input for itself (a few microseconds that would otherwise
+    /// cost a barrier).
     ///
     /// A layer: (1) RMSNorm; q, k and v in whole heads per thread, each head rotated (and k, v
     /// stored in the cache) by the thread that computed it; (2) attention, tasks handed out as
@@ -326,12 +327,9 @@ public final class Transformer: @unchecked Sendable {
             pool.team { team in
                 let scratch = threadScratch + team.index * threadScratchBytes
                 let normed = scratch.assumingMemoryBound(to: Float.self)
-                /// `input` (count floats) quantized into this thread's scratch, if any of the matrices wants it.
-                func quantized(_ input: UnsafePointer<Float>, _ count: Int, for m: Matrix, _ m2: Matrix? = nil, _ m3: Matrix? = nil) -> Q8Activations? {
-                    guard m.type.usesQ8Activations || m2?.type.usesQ8Activations == true || m3?.type.usesQ8Activations == true else { return nil }
-                    let a = Q8Activations(buffer: scratch + c.dim * 4, count: count)
-                    a.quantize(input)
-                    return a
+                /// `input` (count floats) prepared for the matrices in this thread's scratch.
+                func prepared(_ input: UnsafePointer<Float>, _ count: Int, for m: Matrix, _ m2: Matrix? = nil, _ m3: Matrix? = nil) -> Activations {
+                    Activations(input, count: count, scratch: scratch + c.dim * 4, for: m, m2, m3)
                 }
                 let units = team.share(headUnits)
                 let qHeads = units.clamped(to: 0..<c.headCount)
@@ -339,10 +337,10 @@ public final class Transformer: @unchecked Sendable {
                 let vHeads = units.clamped(to: (c.headCount + c.kvHeadCount)..<headUnits).shifted(by: -c.headCount - c.kvHeadCount)
                 func rows(_ heads: Range<Int>) -> Range<Int> { (heads.lowerBound * hd)..<(heads.upperBound * hd) }
                 /// x += m · input for this thread's chunks of m's rows (each thread adds its own rows).
-                func addProduct(_ m: Matrix, _ chunks: RowChunks, _ input: UnsafePointer<Float>, _ inputQ: Q8Activations?) {
+                func addProduct(_ m: Matrix, _ chunks: RowChunks, _ input: Activations) {
                     team.forEach(chunks.count) { i in
                         let r = chunks.range(i)
-                        matvecRows(m, r, input, inputQ, xb)
+                        matvecRows(m, r, input, xb)
                         axpy(x + r.lowerBound, 1, xb + r.lowerBound, r.count)
                     }
                 }
@@ -378,20 +376,20 @@ public final class Transformer: @unchecked Sendable {
                     let w2Chunks = RowChunks(rows: c.dim, bytesPerRow: layer.w2.rowBytes, threads: team.count)
                     // (1) q, k, v: whole heads, in the order q, k, v.
                     rmsnorm(normed, x, layer.attentionNorm, c.dim, eps: c.rmsNormEps)
-                    let a = quantized(normed, c.dim, for: layer.wq, layer.wk, layer.wv)
+                    let a = prepared(normed, c.dim, for: layer.wq, layer.wk, layer.wv)
                     if !qHeads.isEmpty {
-                        matvecRows(layer.wq, rows(qHeads), normed, a, q)
+                        matvecRows(layer.wq, rows(qHeads), a, q)
                         for h in qHeads { rope.apply(q + h * hd, headDim: hd, layout: c.ropeLayout) }
                     }
                     if !kHeads.isEmpty {
-                        matvecRows(layer.wk, rows(kHeads), normed, a, kb)
+                        matvecRows(layer.wk, rows(kHeads), a, kb)
                         for h in kHeads {
                             rope.apply(kb + h * hd, headDim: hd, layout: c.ropeLayout)
                             (k + cacheOffset(slot, h, position)).update(from: kb + h * hd, count: hd)
                         }
                     }
                     if !vHeads.isEmpty {
-                        matvecRows(layer.wv, rows(vHeads), normed, a, vb)
+                        matvecRows(layer.wv, rows(vHeads), a, vb)
                         for h in vHeads { (v + cacheOffset(slot, h, position)).update(from: vb + h * hd, count: hd) }
                     }
                     preloadFirst(woChunks, layer.wo)
@@ -400,28 +398,28 @@ public final class Transformer: @unchecked Sendable {
                     team.forEach(attention[l].count, attention[l].run)
                     wait()
                     // (3) x += Wo · attention, by rows.
-                    addProduct(layer.wo, woChunks, attnOut, quantized(attnOut, c.queryDim, for: layer.wo))
+                    addProduct(layer.wo, woChunks, prepared(attnOut, c.queryDim, for: layer.wo))
                     preloadFirst(ffnChunks, layer.w1, layer.w3)
                     wait()
                     // (4) gate and up of the same rows, then SwiGLU.
                     rmsnorm(normed, x, layer.ffnNorm, c.dim, eps: c.rmsNormEps)
-                    let f = quantized(normed, c.dim, for: layer.w1, layer.w3)
+                    let f = prepared(normed, c.dim, for: layer.w1, layer.w3)
                     team.forEach(ffnChunks.count) { i in
                         let r = ffnChunks.range(i)
-                        matvecRows(layer.w1, r, normed, f, hb)
-                        matvecRows(layer.w3, r, normed, f, hb2)
+                        matvecRows(layer.w1, r, f, hb)
+                        matvecRows(layer.w3, r, f, hb2)
                         swiglu(hb + r.lowerBound, hb2 + r.lowerBound, r.count)
                     }
                     preloadFirst(w2Chunks, layer.w2)
                     wait()
                     // (5) x += W2 · hidden, by rows.
-                    addProduct(layer.w2, w2Chunks, hb, quantized(hb, c.hiddenDim, for: layer.w2))
+                    addProduct(layer.w2, w2Chunks, prepared(hb, c.hiddenDim, for: layer.w2))
                     if l + 1 < c.layerCount { preloadQKV(l + 1) } else { preloadFirst(outputChunks, weights.output) }
                     wait()
                 }
                 rmsnorm(normed, x, weights.norm, c.dim, eps: c.rmsNormEps)
-                let o = quantized(normed, c.dim, for: weights.output)
-                team.forEach(outputChunks.count) { i in matvecRows(weights.output, outputChunks.range(i), normed, o, out.pointer) }
+                let o = prepared(normed, c.dim, for: weights.output)
+                team.forEach(outputChunks.count) { i in matvecRows(weights.output, outputChunks.range(i), o, out.pointer) }
             }
         }
     }
