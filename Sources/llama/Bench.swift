@@ -13,7 +13,9 @@ struct Bench: ParsableCommand {
             the tokens/s of all of them. Each test runs once to warm up, then -r times; the table shows mean ± \
             standard deviation of tokens/s. Also shown: weight bytes read per generated token, the \
             bandwidth that achieves, the machine's measured read bandwidth (the bound on generation \
-            speed) and peak resident memory. --json prints llama-bench's JSON fields plus these.
+            speed), the rate at which the threads read the model's own weights after each tgN \
+            repetition (a bound measured beside each run, for machines whose bandwidth moves) and \
+            peak resident memory. --json prints llama-bench's JSON fields plus these.
             """)
 
     @Option(name: [.short, .long], help: "Model file or directory (default: the default model).")
@@ -69,6 +71,10 @@ struct Bench: ParsableCommand {
                 if res.test.hasPrefix("tg") && res.sequences == 1 {
                     o["achieved_gbs"] = res.mean * bytesPerToken / 1e9
                     o["bandwidth_bound_ts"] = bandwidth / bytesPerToken
+                    if let (rate, fraction) = res.boundBetweenRepetitions(bytesPerToken: bytesPerToken) {
+                        o["weights_read_gbs"] = rate / 1e9
+                        o["fraction_of_weights_read"] = fraction
+                    }
                 }
                 return o
             }
@@ -88,6 +94,10 @@ struct Bench: ParsableCommand {
         if let tg = results.first(where: { $0.test.hasPrefix("tg") && $0.sequences == 1 }) {
             emit(String(format: "generation achieves %.1f GB/s, %.0f%% of the bound\n",
                         tg.mean * bytesPerToken / 1e9, 100 * tg.mean * bytesPerToken / bandwidth))
+            if let (rate, fraction) = tg.boundBetweenRepetitions(bytesPerToken: bytesPerToken) {
+                emit(String(format: "the model's weights read at %.1f GB/s between repetitions: generation achieves %.0f%% of that\n",
+                            rate / 1e9, 100 * fraction))
+            }
         }
         emit(String(format: "peak resident memory: %.1f MiB\n", Double(rss) / 1048576))
         if kernels {

@@ -15,10 +15,24 @@ public struct Benchmark {
         public var sequences = 1
         /// Tokens already in the cache when the test starts (llama-bench's `-d`).
         public var depth = 0
+        /// For tgN: after each repetition, the rate at which the threads read the model's own
+        /// weights (`weightsReadBandwidth`), bytes/s: the bound at the moment of that repetition.
+        public var weightsReadRates: [Double] = []
         /// The test as llama-bench names it: `pp512`, or `pp512 @ d1024` at a depth.
         public var name: String { depth > 0 ? "\(test) @ d\(depth)" : test }
 
         public var mean: Double { tokensPerSecond.reduce(0, +) / Double(max(1, tokensPerSecond.count)) }
+
+        /// The mean rate of the reads of the model's weights between repetitions, and the mean
+        /// over repetitions of the fraction of the read after it that each achieved: a bound
+        /// measured beside each repetition, which holds where the machine's bandwidth moves
+        /// between runs. Nil but for tgN.
+        public func boundBetweenRepetitions(bytesPerToken: Double) -> (rate: Double, fraction: Double)? {
+            guard !weightsReadRates.isEmpty, weightsReadRates.count == tokensPerSecond.count else { return nil }
+            let n = Double(weightsReadRates.count)
+            let fraction = zip(tokensPerSecond, weightsReadRates).map { $0 * bytesPerToken / $1 }.reduce(0, +) / n
+            return (weightsReadRates.reduce(0, +) / n, fraction)
+        }
         public var standardDeviation: Double {
             guard tokensPerSecond.count > 1 else { return 0 }
             let m = mean
@@ -55,7 +69,7 @@ public struct Benchmark {
         let transformer = Transformer(weights: weights, contextLength: depth + n, maxBatch: min(max(depth, 1), 512), pool: pool)
         var rng = SplitMix64(seed: seed)
         try fill(transformer, depth: depth, batch: 512, rng: &rng)
-        var speeds: [Double] = []
+        var speeds: [Double] = [], rates: [Double] = []
         for rep in 0...repetitions {
             var token = Int(rng.next() % UInt64(weights.config.vocabSize))
             let t0 = DispatchTime.now().uptimeNanoseconds
@@ -64,11 +78,59 @@ public struct Benchmark {
                 token = argmax(transformer.logits)
             }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            if rep > 0 { speeds.append(Double(n) / seconds) }
+            if rep > 0 {
+                speeds.append(Double(n) / seconds)
+                rates.append(weightsReadBandwidth())
+            }
         }
         var result = Result(test: "tg\(n)", tokens: n, threads: pool.threadCount, tokensPerSecond: speeds)
         result.depth = depth
+        result.weightsReadRates = rates
         return result
+    }
+
+    /// The rate (bytes/s) at which the pool's threads read every weight a generated token reads,
+    /// in place, each thread an even share of each matrix in one pass, no arithmetic: the bound
+    /// on generation at this moment, measured on the model's own memory (no buffer of its own,
+    /// so it costs no resident memory and takes about one token's time). The best of two passes.
+    public func weightsReadBandwidth() -> Double {
+        var parts: [UnsafeRawBufferPointer] = []
+        for l in weights.layers { for m in l.matrices { parts.append(m.storage(ofRows: 0..<m.rows)) } }
+        parts.append(weights.output.storage(ofRows: 0..<weights.output.rows))
+        let threads = pool.threadCount
+        let sums = UnsafeMutablePointer<UInt32>.allocate(capacity: threads)
+        defer { sums.deallocate() }
+        sums.initialize(repeating: 0, count: threads)
+        let s = SendablePointer(sums)
+        var bytes = 0
+        for part in parts { bytes += part.count / threads / 128 * 128 * threads }
+        var best = 0.0
+        for _ in 0..<2 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            pool.team { team in
+                for part in parts {
+                    let share = part.count / threads / 128 * 128
+                    s.pointer[team.index] &+= Benchmark.sumBits(part.baseAddress! + team.index * share, bytes: share)
+                }
+            }
+            best = max(best, Double(bytes) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+        }
+        return best
+    }
+
+    /// The wrapping sum of `bytes` bytes (whole 128-byte steps) read as 32-bit integers (weights'
+    /// bits as floats could be subnormal, which some cores add slowly).
+    private static func sumBits(_ base: UnsafeRawPointer, bytes: Int) -> UInt32 {
+        var a0 = SIMD8<UInt32>(), a1 = a0, a2 = a0, a3 = a0
+        var i = 0
+        while i + 128 <= bytes {
+            a0 &+= base.loadUnaligned(fromByteOffset: i, as: SIMD8<UInt32>.self)
+            a1 &+= base.loadUnaligned(fromByteOffset: i + 32, as: SIMD8<UInt32>.self)
+            a2 &+= base.loadUnaligned(fromByteOffset: i + 64, as: SIMD8<UInt32>.self)
+            a3 &+= base.loadUnaligned(fromByteOffset: i + 96, as: SIMD8<UInt32>.self)
+            i += 128
+        }
+        return (a0 &+ a1 &+ a2 &+ a3).wrappedSum()
     }
 
     /// Puts `depth` random tokens in the cache (positions 0..<depth, in batches of at most
