@@ -90,6 +90,43 @@ func dotF32(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float
 
 @inline(__always)
 func dotF16(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    f16Dot(w, FloatInput(p: x), n)
+}
+
+/// An F16 dot product's other operand: Float32 (`FloatInput`) or F16 (`HalfInput`) values.
+protocol F16DotInput {
+    /// 16 values from element `i` as Float32 (only with AVX-512).
+    func v16(_ i: Int) -> SIMD16<Float>
+    /// 8 values from element `i` as Float32.
+    func v8(_ i: Int) -> SIMD8<Float>
+    func scalar(_ i: Int) -> Float
+}
+
+struct FloatInput: F16DotInput {
+    let p: UnsafePointer<Float>
+    @inline(__always) func v16(_ i: Int) -> SIMD16<Float> { UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self) }
+    @inline(__always) func v8(_ i: Int) -> SIMD8<Float> { loadF32x8(p + i) }
+    @inline(__always) func scalar(_ i: Int) -> Float { p[i] }
+}
+
+struct HalfInput: F16DotInput {
+    let p: UnsafeRawPointer
+    let table: UnsafePointer<Float>
+    @inline(__always) func v16(_ i: Int) -> SIMD16<Float> {
+        #if LLAMA_AVX512
+        loadWeights16(.f16, p, i)
+        #else
+        SIMD16<Float>(lowHalf: v8(i), highHalf: v8(i + 8))
+        #endif
+    }
+    @inline(__always) func v8(_ i: Int) -> SIMD8<Float> { halfs8(p, i * 2) }
+    @inline(__always) func scalar(_ i: Int) -> Float { loadHalf(table, p, i * 2) }
+}
+
+/// The one F16 dot product loop, for either kind of input: the same sums in the same order, so
+/// an F16 input and the same values as Float32 give the same bits.
+@inline(__always)
+func f16Dot<X: F16DotInput>(_ w: UnsafeRawPointer, _ x: X, _ n: Int) -> Float {
     let halfs = halfTable
     var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
     var i = 0
@@ -101,15 +138,15 @@ func dotF16(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float
     // overlap well.
     var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>()
     while i + 64 <= n {
-        b0.addProduct(loadWeights16(.f16, w, i), loadF32x16(x + i))
-        b1.addProduct(loadWeights16(.f16, w, i + 16), loadF32x16(x + i + 16))
-        b2.addProduct(loadWeights16(.f16, w, i + 32), loadF32x16(x + i + 32))
-        b3.addProduct(loadWeights16(.f16, w, i + 48), loadF32x16(x + i + 48))
+        b0.addProduct(loadWeights16(.f16, w, i), x.v16(i))
+        b1.addProduct(loadWeights16(.f16, w, i + 16), x.v16(i + 16))
+        b2.addProduct(loadWeights16(.f16, w, i + 32), x.v16(i + 32))
+        b3.addProduct(loadWeights16(.f16, w, i + 48), x.v16(i + 48))
         i += 64
     }
     while i + 32 <= n {
-        b0.addProduct(loadWeights16(.f16, w, i), loadF32x16(x + i))
-        b1.addProduct(loadWeights16(.f16, w, i + 16), loadF32x16(x + i + 16))
+        b0.addProduct(loadWeights16(.f16, w, i), x.v16(i))
+        b1.addProduct(loadWeights16(.f16, w, i + 16), x.v16(i + 16))
         i += 32
     }
     let b = (b0 + b2) + (b1 + b3)
@@ -117,13 +154,13 @@ func dotF16(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float
     a1 = b.highHalf
     #endif
     while i + 16 <= n {
-        a0.addProduct(halfs8(w, i * 2), loadF32x8(x + i))
-        a1.addProduct(halfs8(w, i * 2 + 16), loadF32x8(x + i + 8))
+        a0.addProduct(halfs8(w, i * 2), x.v8(i))
+        a1.addProduct(halfs8(w, i * 2 + 16), x.v8(i + 8))
         i += 16
     }
     var s = (a0 + a1).sum()
     while i < n {
-        s += loadHalf(halfs, w, i * 2) * x[i]
+        s += loadHalf(halfs, w, i * 2) * x.scalar(i)
         i += 1
     }
     return s
@@ -131,44 +168,13 @@ func dotF16(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float
 
 /// Dot product of an F16 row with activations rounded to F16 (`x`: `n` halves), as ggml's
 /// `ggml_vec_dot_f16`: both converted to Float32, the products (exact) summed in Float32.
-/// The sums are `dotF16`'s, so `dotF16(w, x rounded through F16)` gives the same bits; this one
+/// The loop is `dotF16`'s (`f16Dot`), so `dotF16(w, x rounded through F16)` gives the same bits; this one
 /// reads half the input bytes, and every load is 32 bytes (one thread streamed an F16 matrix
 /// 1.2-1.4× faster on the Zen 4 than with the 64-byte Float32 input loads, whose 22 KB input of
 /// W2 also no longer stayed in its L1 beside the stream).
 @inline(__always)
 func dotF16Halves(_ w: UnsafeRawPointer, _ x: UnsafeRawPointer, _ n: Int) -> Float {
-    let halfs = halfTable
-    var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
-    var i = 0
-    #if LLAMA_AVX512
-    var b0 = SIMD16<Float>(), b1 = SIMD16<Float>(), b2 = SIMD16<Float>(), b3 = SIMD16<Float>()
-    while i + 64 <= n {
-        b0.addProduct(loadWeights16(.f16, w, i), loadWeights16(.f16, x, i))
-        b1.addProduct(loadWeights16(.f16, w, i + 16), loadWeights16(.f16, x, i + 16))
-        b2.addProduct(loadWeights16(.f16, w, i + 32), loadWeights16(.f16, x, i + 32))
-        b3.addProduct(loadWeights16(.f16, w, i + 48), loadWeights16(.f16, x, i + 48))
-        i += 64
-    }
-    while i + 32 <= n {
-        b0.addProduct(loadWeights16(.f16, w, i), loadWeights16(.f16, x, i))
-        b1.addProduct(loadWeights16(.f16, w, i + 16), loadWeights16(.f16, x, i + 16))
-        i += 32
-    }
-    let b = (b0 + b2) + (b1 + b3)
-    a0 = b.lowHalf
-    a1 = b.highHalf
-    #endif
-    while i + 16 <= n {
-        a0.addProduct(halfs8(w, i * 2), halfs8(x, i * 2))
-        a1.addProduct(halfs8(w, i * 2 + 16), halfs8(x, i * 2 + 16))
-        i += 16
-    }
-    var s = (a0 + a1).sum()
-    while i < n {
-        s += loadHalf(halfs, w, i * 2) * loadHalf(halfs, x, i * 2)
-        i += 1
-    }
-    return s
+    f16Dot(w, HalfInput(p: x, table: halfTable), n)
 }
 
 /// `x` (n floats) rounded to F16, to nearest even (as F16C's `vcvtps2ph` and ggml's
