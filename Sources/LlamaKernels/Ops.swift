@@ -300,14 +300,14 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
     precondition(products.allSatisfy { $0.matrix.layout == .rowMajor }, "interleaved matrices need the integer kernels")
     if first.type.usesHalfActivations {
         if batch == 1 {
-            // Decoding: each row against the input's halves (half the bytes of Float32).
-            withUnsafeTemporaryAllocation(byteCount: cols * 2, alignment: 64) { buffer in
-                roundToHalves(x, buffer.baseAddress!, cols)
-                let xh = UnsafeRawPointer(buffer.baseAddress!)
+            // Decoding: each row against the input's halves (half the bytes of Float32), through
+            // `matvecRows`, which decoding's region calls too.
+            withUnsafeTemporaryAllocation(byteCount: Activations.byteCount(cols), alignment: 64) { buffer in
+                let input = Activations(x, count: cols, scratch: buffer.baseAddress!, quantized: false, halves: true)
                 run { t in
                     let (i, start) = task(t)
-                    let p = products[i], w = p.matrix
-                    for r in start..<min(start + chunk, w.rows) { p.output[r] = dotF16Halves(w.data + r * w.rowBytes, xh, cols) }
+                    let p = products[i]
+                    matvecRows(p.matrix, start..<min(start + chunk, p.matrix.rows), input, p.output)
                 }
             }
         } else {
