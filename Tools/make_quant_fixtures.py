@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Dev-time: blocks quantized or decoded by the `gguf` package (llama.cpp's reference
 quantizers in Python), so the kernels are checked bit for bit:
-- F32, F16, BF16, Q8_0, Q4_0, Q4_1: a random matrix quantized by `gguf`, and its dequantization;
-- Q4_K, Q6_K (which `gguf` can decode but not make): random blocks with sane scales, decoded;
+- F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: a random matrix quantized by `gguf`, and its
+  dequantization (Q5_0 and Q5_1 come last, so the cases before them keep their random draws);
+- Q4_K, Q6_K, Q5_K (which `gguf` can decode but not make): random blocks with sane scales, decoded;
 - each case's activation vector x, and x quantized to Q8_0 by `gguf` (what llama.cpp multiplies
   quantized weights with), bytes and values.
 Writes Tests/Fixtures/quant_cases.json.
@@ -42,6 +43,9 @@ def random_k(t, block_bytes, half_offsets, rows, cols):
 
 cases.append(case(T.Q4_K, random_k(T.Q4_K, 144, [0, 2], 5, 512), 5, 512))
 cases.append(case(T.Q6_K, random_k(T.Q6_K, 210, [208], 5, 512), 5, 512))
+cases.append(case(T.Q5_0, quantize(m, T.Q5_0), rows, cols))
+cases.append(case(T.Q5_1, quantize(m, T.Q5_1), rows, cols))
+cases.append(case(T.Q5_K, random_k(T.Q5_K, 176, [0, 2], 5, 512), 5, 512))
 out = os.path.join(os.path.dirname(__file__), "..", "Tests", "Fixtures", "quant_cases.json")
 json.dump({"cases": cases}, open(out, "w"))
 print("wrote", out)

@@ -290,6 +290,41 @@ func dotQ4_1(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Floa
     return acc.sum()
 }
 
+/// Lanes `first` to `first + 7` of a Q5 block's high bits (`qh`, bit i for element i) as 0 or 16.
+@inline(__always)
+func fifthBits8(_ qh: UInt32, _ first: Int) -> SIMD8<Float> {
+    let bits = (SIMD8<UInt32>(repeating: qh) &>> (SIMD8<UInt32>(0, 1, 2, 3, 4, 5, 6, 7) &+ UInt32(first))) & 1
+    return SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: bits &<< 4))
+}
+
+/// Q5_0 { half d; uint32 qh; uint8 qs[16] }: x = d·(q − 16); Q5_1 { half d, m; uint32 qh;
+/// uint8 qs[16] }: x = d·q + m. q's low 4 bits are nibbles as in Q4_0 (element j low, j + 16
+/// high), its fifth bit is bit j of qh (ggml `dequantize_row_q5_0`, `_q5_1`).
+@inline(__always)
+func dotQ5(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int, withMin: Bool) -> Float {
+    let halfs = halfTable
+    var acc = SIMD8<Float>()
+    var block = w
+    var xp = x
+    let blockBytes = withMin ? 24 : 22, qh = withMin ? 4 : 2, qs = qh + 4
+    let bias = SIMD8<Float>(repeating: withMin ? 0 : 16)
+    for _ in 0..<(n / 32) {
+        let high = block.loadUnaligned(fromByteOffset: qh, as: UInt32.self)
+        let (l0, h0) = nibbles8(block, qs)
+        let (l1, h1) = nibbles8(block, qs + 8)
+        let x0 = loadF32x8(xp), x1 = loadF32x8(xp + 8), x2 = loadF32x8(xp + 16), x3 = loadF32x8(xp + 24)
+        var s = (l0 + fifthBits8(high, 0) - bias) * x0
+        s.addProduct(l1 + fifthBits8(high, 8) - bias, x1)
+        s.addProduct(h0 + fifthBits8(high, 16) - bias, x2)
+        s.addProduct(h1 + fifthBits8(high, 24) - bias, x3)
+        acc.addProduct(s, SIMD8<Float>(repeating: loadHalf(halfs, block, 0)))
+        if withMin { acc.addProduct((x0 + x1) + (x2 + x3), SIMD8<Float>(repeating: loadHalf(halfs, block, 2))) }
+        block += blockBytes
+        xp += 32
+    }
+    return acc.sum()
+}
+
 @inline(__always)
 func bf16ToFloat(_ bits: UInt16) -> Float {
     Float(bitPattern: UInt32(bits) << 16)
@@ -318,6 +353,36 @@ func dotQ4_K(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Floa
                 acc.addProduct(s, SIMD8<Float>(repeating: d * Float(sc[j])))
                 offsets += dmin * Float(mn[j]) * xs.sum()
             }
+        }
+    }
+    return acc.sum() - offsets
+}
+
+/// Q5_K: 256-element super-blocks { half d, dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128] }:
+/// Q4_K's scales, mins and nibbles, and a fifth bit for element l of sub-block j in bit j of
+/// qh[l] (ggml `dequantize_row_q5_K`).
+@inline(__always)
+func dotQ5_K(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    let halfs = halfTable
+    var acc = SIMD8<Float>()
+    var offsets: Float = 0
+    for sb in 0..<(n / 256) {
+        let block = w + sb * 176
+        let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
+        let (sc, mn) = q4KScales(block + 4)
+        for j in 0..<8 {
+            let pair = j / 2
+            let xp = x + sb * 256 + j * 32
+            var s = SIMD8<Float>(), xs = SIMD8<Float>()
+            for g in 0..<4 {
+                let b = SIMD8<Int32>(truncatingIfNeeded: block.loadUnaligned(fromByteOffset: 48 + pair * 32 + g * 8, as: SIMD8<UInt8>.self))
+                let h = SIMD8<Int32>(truncatingIfNeeded: block.loadUnaligned(fromByteOffset: 16 + g * 8, as: SIMD8<UInt8>.self))
+                let q = SIMD8<Float>((j % 2 == 0 ? b & 15 : b &>> 4) | (((h &>> Int32(j)) & 1) &<< 4))
+                s.addProduct(q, loadF32x8(xp + g * 8))
+                xs += loadF32x8(xp + g * 8)
+            }
+            acc.addProduct(s, SIMD8<Float>(repeating: d * Float(sc[j])))
+            offsets += dmin * Float(mn[j]) * xs.sum()
         }
     }
     return acc.sum() - offsets
@@ -437,7 +502,10 @@ public func dot(_ type: TensorType, _ w: UnsafeRawPointer, _ x: UnsafePointer<Fl
     case .q8_0: dotQ8_0(w, x, n)
     case .q4_0: dotQ4_0(w, x, n)
     case .q4_1: dotQ4_1(w, x, n)
+    case .q5_0: dotQ5(w, x, n, withMin: false)
+    case .q5_1: dotQ5(w, x, n, withMin: true)
     case .q4_K: dotQ4_K(w, x, n)
+    case .q5_K: dotQ5_K(w, x, n)
     case .q6_K: dotQ6_K(w, x, n)
     default: preconditionFailure("no kernel for \(type); loaders reject it")
     }
@@ -495,6 +563,36 @@ public func dequantizeRow(_ type: TensorType, _ src: UnsafeRawPointer, _ dst: Un
                 }
             }
         }
+    case .q5_0, .q5_1:
+        let withMin = type == .q5_1, blockBytes = withMin ? 24 : 22, qs = withMin ? 8 : 6
+        for b in 0..<(n / 32) {
+            let block = src + b * blockBytes
+            let d = loadHalf(halfs, block, 0), m: Float = withMin ? loadHalf(halfs, block, 2) : 0
+            let high = block.loadUnaligned(fromByteOffset: qs - 4, as: UInt32.self)
+            for j in 0..<16 {
+                let q = block.load(fromByteOffset: qs + j, as: UInt8.self)
+                let q0 = Int(q & 15) | Int((high >> UInt32(j)) & 1) << 4
+                let q1 = Int(q >> 4) | Int((high >> UInt32(j + 16)) & 1) << 4
+                // Q5_0 as ggml computes it: d·(q − 16), not d·q − 16d.
+                dst[b * 32 + j] = withMin ? d * Float(q0) + m : d * Float(q0 - 16)
+                dst[b * 32 + j + 16] = withMin ? d * Float(q1) + m : d * Float(q1 - 16)
+            }
+        }
+    case .q5_K:
+        for sb in 0..<(n / 256) {
+            let block = src + sb * 176
+            let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
+            let (sc, mn) = q4KScales(block + 4)
+            for j in 0..<8 {
+                let dj = d * Float(sc[j]), mj = dmin * Float(mn[j])
+                let out = dst + sb * 256 + j * 32
+                for l in 0..<32 {
+                    let q = block.load(fromByteOffset: 48 + (j / 2) * 32 + l, as: UInt8.self)
+                    let h = block.load(fromByteOffset: 16 + l, as: UInt8.self)
+                    out[l] = dj * Float((j % 2 == 0 ? q & 0xF : q >> 4) + ((h >> UInt8(j)) & 1) * 16) - mj
+                }
+            }
+        }
     case .q6_K:
         for sb in 0..<(n / 256) { dequantizeQ6_K(src + sb * 210, dst + sb * 256) }
     default:
@@ -509,6 +607,17 @@ public func quantizeRow(_ type: TensorType, _ x: UnsafePointer<Float>, _ n: Int,
     // C's float → int cast, clamped so NaN or infinite weights give a value instead of a trap.
     func toInt(_ v: Float) -> Int { v.isNaN ? 0 : Int(max(-1024, min(1024, v))) }
     func storeHalf(_ v: Float, _ offset: Int) { dst.storeBytes(of: Float16(v).bitPattern, toByteOffset: offset, as: UInt16.self) }
+    /// A Q5 block's 32 levels (0-31, `level(j)` for element j): low nibbles at `qs` (element j
+    /// and j + 16 share a byte), fifth bits in the uint32 just before them.
+    func storeQ5(_ qs: Int, _ level: (Int) -> Int8) {
+        var high: UInt32 = 0
+        for j in 0..<16 {
+            let q0 = UInt8(truncatingIfNeeded: level(j)), q1 = UInt8(truncatingIfNeeded: level(j + 16))
+            dst.storeBytes(of: (q0 & 0xF) | (q1 & 0xF) << 4, toByteOffset: qs + j, as: UInt8.self)
+            high |= UInt32(q0 >> 4 & 1) << UInt32(j) | UInt32(q1 >> 4 & 1) << UInt32(j + 16)
+        }
+        dst.storeBytes(of: high, toByteOffset: qs - 4, as: UInt32.self)
+    }
     switch type {
     case .f32:
         dst.copyMemory(from: x, byteCount: n * 4)
@@ -565,8 +674,36 @@ public func quantizeRow(_ type: TensorType, _ x: UnsafePointer<Float>, _ n: Int,
                 dst.storeBytes(of: UInt8(truncatingIfNeeded: q0) | UInt8(truncatingIfNeeded: q1) << 4, toByteOffset: out + 4 + j, as: UInt8.self)
             }
         }
+    case .q5_0:
+        // As Q4_0, with 32 levels: d = signed max / −16, q = (x/d + 16.5) truncated, at most 31.
+        for b in 0..<(n / 32) {
+            let xb = x + b * 32, out = b * 22
+            var amax: Float = 0, signedMax: Float = 0
+            for j in 0..<32 where abs(xb[j]) > amax {
+                amax = abs(xb[j])
+                signedMax = xb[j]
+            }
+            let d = signedMax / -16, id: Float = d != 0 ? 1 / d : 0
+            storeHalf(d, out)
+            storeQ5(out + 6) { min(31, Int8(clamping: toInt(xb[$0] * id + 16.5))) }
+        }
+    case .q5_1:
+        for b in 0..<(n / 32) {
+            let xb = x + b * 32, out = b * 24
+            var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
+            for j in 0..<32 {
+                lo = min(lo, xb[j])
+                hi = max(hi, xb[j])
+            }
+            let d = (hi - lo) / 31, id: Float = d != 0 ? 1 / d : 0
+            storeHalf(d, out)
+            storeHalf(lo, out + 2)
+            storeQ5(out + 8) { min(31, Int8(clamping: toInt((xb[$0] - lo) * id + 0.5))) }
+        }
     case .q4_K:
         for b in 0..<(n / 256) { quantizeQ4_K(x + b * 256, dst + b * 144) }
+    case .q5_K:
+        for b in 0..<(n / 256) { quantizeQ5_K(x + b * 256, dst + b * 176) }
     case .q6_K:
         for b in 0..<(n / 256) { quantizeQ6_K(x + b * 256, dst + b * 210) }
     default:

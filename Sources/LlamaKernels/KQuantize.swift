@@ -1,5 +1,5 @@
 // K-quant encoders, following ggml's reference procedure (ggml-quants.c `quantize_row_q4_K_ref`,
-// `quantize_row_q6_K_ref`, with their helpers `make_qkx2_quants` and `make_qx_quants`), so that
+// `quantize_row_q5_K_ref`, `quantize_row_q6_K_ref`, with their helpers `make_qkx2_quants` and `make_qx_quants`), so that
 // files we write hold the same bytes llama.cpp's quantizer writes (without an importance matrix).
 
 /// Round to nearest, ties to even, through the float adder (ggml `nearest_int`).
@@ -114,6 +114,20 @@ func fitSymmetricScale(_ x: UnsafePointer<Float>, _ n: Int, _ nmax: Int, _ level
 
 /// One Q4_K super-block (256 values → 144 bytes).
 func quantizeQ4_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    quantizeScaleMinK(x, out, bits: 4)
+}
+
+/// One Q5_K super-block (256 values → 176 bytes).
+func quantizeQ5_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    quantizeScaleMinK(x, out, bits: 5)
+}
+
+/// Q4_K and Q5_K, which differ only in the levels per sub-block (16 or 32, the search's
+/// parameters with them) and where the fifth bit goes (ggml `quantize_row_q4_K_ref`,
+/// `quantize_row_q5_K_ref`): eight sub-blocks of 32 get a scale and a minimum each, stored as
+/// 6-bit multiples of the super-block's d and dmin.
+private func quantizeScaleMinK(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer, bits: Int) {
+    let nmax = (1 << bits) - 1
     var levels = [UInt8](repeating: 0, count: 256)
     var scales = [Float](repeating: 0, count: 8), mins = scales
     var weights = [Float](repeating: 0, count: 32)
@@ -126,7 +140,8 @@ func quantizeQ4_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
             let average = (sumX2 / 32).squareRoot()
             for l in 0..<32 { weights[l] = average + abs(xs[l]) }
             (scales[j], mins[j]) = weights.withUnsafeBufferPointer {
-                fitScaleAndMin(xs, $0.baseAddress!, 32, 15, L.baseAddress! + 32 * j, rmin: -1, rdelta: 0.1, nstep: 20)
+                fitScaleAndMin(xs, $0.baseAddress!, 32, nmax, L.baseAddress! + 32 * j,
+                               rmin: bits == 4 ? -1 : -0.5, rdelta: 0.1, nstep: bits == 4 ? 20 : 15)
             }
             maxScale = max(maxScale, scales[j])
             maxMin = max(maxMin, mins[j])
@@ -156,11 +171,22 @@ func quantizeQ4_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
         let dj = Float(d) * Float(sc[j])
         if dj == 0 { continue }
         let mj = Float(dmin) * Float(mn[j])
-        for i in 0..<32 { levels[32 * j + i] = UInt8(max(0, min(15, nearestInt((x[32 * j + i] + mj) / dj)))) }
+        for i in 0..<32 { levels[32 * j + i] = UInt8(max(0, min(nmax, nearestInt((x[32 * j + i] + mj) / dj)))) }
     }
+    // Sub-blocks 2p and 2p + 1 share 32 bytes of nibbles; Q5_K keeps sub-block j's fifth bits
+    // in bit j of its 32 qh bytes, before the nibbles.
+    let qs = bits == 4 ? 16 : 48
     for pair in 0..<4 {
         for l in 0..<32 {
-            out.storeBytes(of: levels[64 * pair + l] | (levels[64 * pair + 32 + l] << 4), toByteOffset: 16 + 32 * pair + l, as: UInt8.self)
+            let a = levels[64 * pair + l], b = levels[64 * pair + 32 + l]
+            out.storeBytes(of: (a & 0xF) | ((b & 0xF) << 4), toByteOffset: qs + 32 * pair + l, as: UInt8.self)
+        }
+    }
+    if bits == 5 {
+        for l in 0..<32 {
+            var high: UInt8 = 0
+            for j in 0..<8 { high |= (levels[32 * j + l] >> 4) << UInt8(j) }
+            out.storeBytes(of: high, toByteOffset: 16 + l, as: UInt8.self)
         }
     }
 }

@@ -10,7 +10,7 @@ public struct Q8Activations {
     public let q: UnsafeMutablePointer<Int8>
     /// (count / 32) block scales, rounded through Float16 as ggml stores them
     public let d: UnsafeMutablePointer<Float>
-    /// (count / 32) d × Σq of each block, for formats with an offset (Q4_1, Q4_K)
+    /// (count / 32) d × Σq of each block, for formats with an offset (Q4_1, Q5_1, Q4_K, Q5_K)
     public let s: UnsafeMutablePointer<Float>
     /// (count / 16) Σq of each half block (16 values), exact: Q6_K's sub-blocks are 16 long
     public let halfSums: UnsafeMutablePointer<Int32>
@@ -73,7 +73,7 @@ extension TensorType {
     public var usesQ8Activations: Bool {
         #if LLAMA_AVX2
         switch self {
-        case .q8_0, .q4_0, .q4_1, .q4_K, .q6_K: return true
+        case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K: return true
         default: return false
         }
         #else
@@ -189,6 +189,51 @@ func dotQ4_1Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
     return hsum(acc) + offsets
 }
 
+/// 32 bits → 32 bytes, 0xFF where bit j of `bits` is set (byte j), as ggml's `bytes_from_bits_32`:
+/// each byte gets its bit's byte of `bits`, ORed with every bit but its own.
+@inline(__always) private func bitsToBytes(_ bits: UInt32) -> __m256i {
+    let spread = _mm256_shuffle_epi8(_mm256_set1_epi32(Int32(bitPattern: bits)),
+                                     _mm256_set_epi64x(0x0303_0303_0303_0303, 0x0202_0202_0202_0202, 0x0101_0101_0101_0101, 0))
+    return _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFE)), _mm256_set1_epi64x(-1))
+}
+
+/// A Q5_0 block's 32 values q − 16 as signed bytes: the nibble, with 0xF0 (−16) ORed in where
+/// the fifth bit is clear.
+@inline(__always) private func q5_0Values(_ block: UnsafeRawPointer) -> __m256i {
+    let high = bitsToBytes(block.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
+    return _mm256_or_si256(nibbles(block + 6), _mm256_andnot_si256(high, _mm256_set1_epi8(-16)))
+}
+
+/// A Q5_1 block's 32 values q (0-31) as bytes.
+@inline(__always) private func q5_1Values(_ block: UnsafeRawPointer) -> __m256i {
+    let high = bitsToBytes(block.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+    return _mm256_or_si256(nibbles(block + 8), _mm256_and_si256(high, _mm256_set1_epi8(0x10)))
+}
+
+@inline(__always)
+func dotQ5_0Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    let halfs = halfTable
+    var acc = _mm256_setzero_ps()
+    for b in 0..<(x.count / 32) {
+        let block = w + b * 22
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b]), dotI8(q5_0Values(block), load32(x.q + b * 32)), acc)
+    }
+    return hsum(acc)
+}
+
+@inline(__always)
+func dotQ5_1Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    let halfs = halfTable
+    var acc = _mm256_setzero_ps()
+    var offsets: Float = 0
+    for b in 0..<(x.count / 32) {
+        let block = w + b * 24
+        offsets += loadHalf(halfs, block, 2) * x.s[b]
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b]), dotU8I8(q5_1Values(block), load32(x.q + b * 32)), acc)
+    }
+    return hsum(acc) + offsets
+}
+
 /// Q4_K: 256-element super-blocks { half d, dmin; uint8 scales[12]; uint8 qs[128] }: eight
 /// sub-blocks of 32 with 6-bit scales and mins, x = d·sc·q − dmin·m (ggml `dequantize_row_q4_K`).
 /// Scales, mins and the activation scales of a super-block are combined 8 lanes at a time.
@@ -214,6 +259,37 @@ func dotQ4_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
             let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask)
             acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair]), dotU8I8(lo, load32(xq + pair * 64)), acc)
             acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair + 1]), dotU8I8(hi, load32(xq + pair * 64 + 32)), acc)
+        }
+    }
+    return hsum(acc) - offsets.sum()
+}
+
+/// Q5_K: Q4_K with a fifth bit per value (176-byte super-blocks { half d, dmin; uint8
+/// scales[12]; uint8 qh[32]; uint8 qs[128] }; element l of sub-block j has bit j of qh[l]).
+@inline(__always)
+func dotQ5_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    let halfs = halfTable
+    var acc = _mm256_setzero_ps()
+    var offsets = SIMD8<Float>()
+    let mask = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1), two = _mm256_set1_epi8(2)
+    for sb in 0..<(x.count / 256) {
+        let block = w + sb * 176
+        let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
+        let (sc, mn) = q4KScales(block + 4)
+        let xd = UnsafeRawPointer(x.d + sb * 8).loadUnaligned(as: SIMD8<Float>.self)
+        let xs = UnsafeRawPointer(x.s + sb * 8).loadUnaligned(as: SIMD8<Float>.self)
+        let scales = bytesToFloats(sc) * d * xd
+        offsets.addProduct(bytesToFloats(mn) * dmin, xs)
+        let qs = block + 48, xq = x.q + sb * 256
+        // Sub-blocks 2p and 2p + 1: bits 0 and 1 of qh shifted right by 2p.
+        var high = load32(block + 16)
+        for pair in 0..<4 {
+            let bytes = load32(qs + pair * 32)
+            let lo = _mm256_or_si256(_mm256_and_si256(bytes, mask), _mm256_slli_epi16(_mm256_and_si256(high, one), 4))
+            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), _mm256_slli_epi16(_mm256_and_si256(high, two), 3))
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair]), dotU8I8(lo, load32(xq + pair * 64)), acc)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair + 1]), dotU8I8(hi, load32(xq + pair * 64 + 32)), acc)
+            high = _mm256_srli_epi16(high, 2)
         }
     }
     return hsum(acc) - offsets.sum()
@@ -269,6 +345,10 @@ func dot4Q8(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8A
         return dot4Blocks(w, rowBytes, x, blockBytes: 18) { block, qx in (dotI8(_mm256_sub_epi8(nibbles(block + 2), eight), qx), 0) }
     case .q4_1:
         return dot4Blocks(w, rowBytes, x, blockBytes: 20) { block, qx in (dotU8I8(nibbles(block + 4), qx), loadHalf(halfs, block, 2)) }
+    case .q5_0:
+        return dot4Blocks(w, rowBytes, x, blockBytes: 22) { block, qx in (dotI8(q5_0Values(block), qx), 0) }
+    case .q5_1:
+        return dot4Blocks(w, rowBytes, x, blockBytes: 24) { block, qx in (dotU8I8(q5_1Values(block), qx), loadHalf(halfs, block, 2)) }
     default:
         return SIMD4((0..<4).map { dotQ8(type, w + $0 * rowBytes, x) })
     }
@@ -306,7 +386,10 @@ func dotQ8(_ type: TensorType, _ w: UnsafeRawPointer, _ x: Q8Activations) -> Flo
     case .q8_0: dotQ8_0Q8(w, x)
     case .q4_0: dotQ4_0Q8(w, x)
     case .q4_1: dotQ4_1Q8(w, x)
+    case .q5_0: dotQ5_0Q8(w, x)
+    case .q5_1: dotQ5_1Q8(w, x)
     case .q4_K: dotQ4_KQ8(w, x)
+    case .q5_K: dotQ5_KQ8(w, x)
     case .q6_K: dotQ6_KQ8(w, x)
     default: preconditionFailure("\(type) does not use Q8 activations")
     }

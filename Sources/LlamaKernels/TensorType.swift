@@ -69,7 +69,7 @@ public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
     /// Whether this build can compute with the type (the others can be read and listed only).
     public var isSupported: Bool {
         switch self {
-        case .f32, .f16, .bf16, .q4_0, .q4_1, .q8_0, .q4_K, .q6_K: true
+        case .f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K: true
         default: false
         }
     }

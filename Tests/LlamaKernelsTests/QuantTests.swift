@@ -31,7 +31,7 @@ final class QuantTests: XCTestCase {
 
     func testDequantizeMatchesGGUFPackage() throws {
         let all = try Self.cases()
-        XCTAssertEqual(all.map(\.type), ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"])
+        XCTAssertEqual(all.map(\.type), ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q5_0", "Q5_1", "Q5_K"])
         for c in all {
             let type = c.tensorType
             XCTAssertEqual(type.description, c.type)
@@ -84,8 +84,28 @@ final class QuantTests: XCTestCase {
                     magnitude += abs(Double(c.dequantized[r * c.cols + j]) * Double(x[j]))
                 }
                 // Offsets scaled by Σx are stored as Float16 (q8_1's s), worth ~1e-3 of the terms.
-                let tolerance = (type == .q4_1 || type == .q4_K ? 2e-3 : 1e-5) * max(1, magnitude)
+                let tolerance = ([.q4_1, .q5_1, .q4_K, .q5_K].contains(type) ? 2e-3 : 1e-5) * max(1, magnitude)
                 XCTAssertEqual(Double(y[r]), expected, accuracy: tolerance, "\(c.type) row \(r)")
+            }
+        }
+    }
+
+    /// The float kernels (`dot`: what a build without the AVX2 flags multiplies with, and what
+    /// formats without integer kernels use) give the dequantized row times x, for every format.
+    func testFloatKernelsMatchReferenceDotProduct() throws {
+        for c in try Self.cases() {
+            let type = c.tensorType
+            let rowBytes = type.rowBytes(c.cols)!
+            c.bytes.withUnsafeBytes { raw in
+                for r in 0..<c.rows {
+                    let y = dot(type, raw.baseAddress! + r * rowBytes, c.x, c.cols)
+                    var expected: Double = 0, magnitude: Double = 0
+                    for j in 0..<c.cols {
+                        expected += Double(c.dequantized[r * c.cols + j]) * Double(c.x[j])
+                        magnitude += abs(Double(c.dequantized[r * c.cols + j]) * Double(c.x[j]))
+                    }
+                    XCTAssertEqual(Double(y), expected, accuracy: 1e-5 * max(1, magnitude), "\(c.type) row \(r)")
+                }
             }
         }
     }
@@ -97,7 +117,7 @@ final class QuantizeTests: XCTestCase {
         let all = try QuantTests.cases()
         let source = all.first { $0.type == "F32" }!
         let floats: [Float] = source.bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-        for c in all where ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1"].contains(c.type) {
+        for c in all where ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"].contains(c.type) {
             let type = c.tensorType
             var out = [UInt8](repeating: 0, count: c.rows * type.rowBytes(c.cols)!)
             out.withUnsafeMutableBytes { dst in
@@ -116,7 +136,7 @@ final class QuantizeTests: XCTestCase {
         x[3] = .nan
         x[7] = .infinity
         var out = [UInt8](repeating: 0, count: 34)
-        for type in [TensorType.q8_0, .q4_0, .q4_1] {
+        for type in [TensorType.q8_0, .q4_0, .q4_1, .q5_0, .q5_1] {
             out.withUnsafeMutableBytes { quantizeRow(type, x, 32, $0.baseAddress!) }
         }
     }
