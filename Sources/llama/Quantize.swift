@@ -8,18 +8,22 @@ struct Quantize: ParsableCommand {
         abstract: "Write a model as a GGUF file with quantized weights (like llama.cpp's llama-quantize).",
         discussion: """
             Input: a GGUF file (F32, F16, BF16 or already quantized), a Hugging Face directory or a \
-            llama2.c .bin. Types: Q8_0, Q4_0, Q4_1, Q4_K, Q4_K_M, Q6_K, F16, BF16, F32, encoded with \
-            ggml's reference quantizers (no importance matrix). Norms stay F32. The output matrix is \
-            Q8_0 in Q4_0/Q4_1 files and Q6_K in K-quant files; Q4_K_M also gives attn_v and ffn_down \
-            Q6_K in llama.cpp's chosen layers. Matrices whose rows are not whole blocks fall back to \
-            Q8_0 or F16. The file is written atomically, with progress.
+            llama2.c .bin. Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, \
+            Q6_K, F16, BF16, F32, encoded with ggml's reference quantizers (no importance matrix) and \
+            chosen per tensor as llama.cpp's llama-quantize chooses: norms stay F32; the output matrix \
+            is Q6_K (Q8_0 in Q8_0 files, or where its rows are not whole 256-blocks); Q4_K_S gives \
+            the first four attn_v and the first eighth of ffn_down Q5_K; the _M types give attn_v and \
+            ffn_down Q6_K in the first and last eighths of the layers and every third layer between. \
+            Rows that are not whole 256-blocks take Q5_0 for Q4_K, Q5_1 for Q5_K, Q8_0 for Q6_K, and \
+            F16 where even 32-blocks do not fit. Q4_K is Q4_K everywhere but the output (llama.cpp's \
+            Q4_K means Q4_K_M). The file is written atomically, with progress.
             """)
 
     @Argument(help: "Input model.")
     var input: String
     @Argument(help: "Output GGUF file.")
     var output: String
-    @Argument(help: "Q8_0, Q4_0, Q4_1, Q4_K, Q4_K_M, Q6_K, F16, BF16 or F32.")
+    @Argument(help: "Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, F16, BF16 or F32.")
     var type: String
 
     @Option(help: "Tokenizer file to use instead of the model's own.")

@@ -3,7 +3,7 @@ import XCTest
 import LlamaKernels
 import Llama
 
-/// K-quant encoding equals llama.cpp's quantizer, bytes and tensor-type choices
+/// K-quant encoding equals llama.cpp's quantizer, bytes and the tensor types each recipe chooses
 /// (Tests/Fixtures/kquant_cases.json, made by Tools/make_kquant_fixtures.py).
 final class KQuantTests: XCTestCase {
     struct Fixture: Decodable {
@@ -14,7 +14,21 @@ final class KQuantTests: XCTestCase {
             let source_f16: String
             let quantized: String
         }
-        let q4_k_m_types: [String: String]
+        /// The types llama.cpp gave each matrix (type name, row length) for one recipe and model.
+        struct Types: Decodable {
+            let model: String
+            let recipe: String
+            let layers: Int
+            let tensors: [String: [Choice]]
+        }
+        enum Choice: Decodable {
+            case name(String), count(Int)
+            init(from decoder: Decoder) throws {
+                let c = try decoder.singleValueContainer()
+                if let n = try? c.decode(Int.self) { self = .count(n) } else { self = .name(try c.decode(String.self)) }
+            }
+        }
+        let types: [Types]
         let cases: [Case]
     }
 
@@ -24,7 +38,7 @@ final class KQuantTests: XCTestCase {
 
     func testEncodingMatchesLlamaCpp() throws {
         let f = try fixture()
-        XCTAssertEqual(Set(f.cases.map(\.type)), ["Q4_K", "Q6_K"])
+        XCTAssertEqual(Set(f.cases.map(\.type)), ["Q4_K", "Q5_K", "Q6_K"])
         for c in f.cases {
             let type = try XCTUnwrap(TensorType.allCases.first { $0.description == c.type })
             let halves = [UInt8](Data(base64Encoded: c.source_f16)!)
@@ -45,14 +59,21 @@ final class KQuantTests: XCTestCase {
         }
     }
 
-    func testQ4_K_MChoosesTheSameTypesAsLlamaCpp() throws {
+    /// Every recipe llama.cpp also has, on a model with 512-wide rows and on one whose 320- and
+    /// 640-wide rows are not whole 256-blocks (K-quants fall back to Q5_0, Q5_1, Q8_0 there).
+    func testRecipesChooseTheSameTypesAsLlamaCpp() throws {
         let f = try fixture()
-        let recipe = try XCTUnwrap(GGUFExport.Recipe.named("Q4_K_M"))
-        for (name, expected) in f.q4_k_m_types {
-            let parts = name.split(separator: ".")
-            let role = parts.count == 4 ? String(parts[2]) : name.hasPrefix("output") ? "output" : "token_embd"
-            let layer = parts.count == 4 ? Int(parts[1])! : 0
-            XCTAssertEqual(recipe.type(role: role, layer: layer, layers: 8).description, expected, name)
+        XCTAssertEqual(Set(f.types.map(\.recipe)), ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K"])
+        for entry in f.types {
+            let recipe = try XCTUnwrap(GGUFExport.Recipe.named(entry.recipe))
+            for (name, choice) in entry.tensors {
+                guard case .name(let expected) = choice[0], case .count(let cols) = choice[1] else { return XCTFail("bad fixture entry \(name)") }
+                let parts = name.split(separator: ".")
+                let role = parts.count == 4 ? String(parts[2]) : name.hasPrefix("output") ? "output" : "token_embd"
+                let layer = parts.count == 4 ? Int(parts[1])! : 0
+                XCTAssertEqual(recipe.type(role: role, layer: layer, layers: entry.layers, cols: cols).description, expected,
+                               "\(entry.recipe) on the \(entry.model)-wide model: \(name)")
+            }
         }
     }
 }

@@ -8,43 +8,79 @@ import LlamaKernels
 /// RoPE layout, as `convert_hf_to_gguf.py` does. Streams tensor by tensor; the file appears
 /// atomically (temporary file, fsync, rename).
 public enum GGUFExport {
-    /// Which type each matrix gets: one type for all, or llama.cpp's Q4_K_M mix.
+    /// Which type each matrix gets, as llama.cpp's `llama_tensor_get_type` chooses for its file
+    /// types without an importance matrix: the base type, a more precise output matrix, the _S/_M
+    /// mixes' choices for attn_v and ffn_down, and its fallbacks for rows that are not whole blocks.
     public struct Recipe: Sendable {
         public let name: String
         /// `general.file_type` (llama.cpp's `llama_ftype`).
         public let fileType: UInt64
         let base: TensorType
-        let mixed: Bool
+        let mix: Mix
 
-        /// The type of a matrix called `role` (attn_v, ffn_down, output, …) in layer `layer` of
-        /// `layers`, before the fallback for rows that do not divide into blocks.
-        public func type(role: String, layer: Int, layers: Int) -> TensorType {
-            // llama.cpp `llama_tensor_get_type`: a more precise output matrix for block formats,
-            // and for Q4_K_M Q6_K attn_v/ffn_down in the first and last eighths and every third layer.
-            if role == "output" {
-                return [.q4_0, .q4_1, .q4_K].contains(base) ? (base == .q4_K ? .q6_K : .q8_0) : base
-            }
-            if mixed && (role == "attn_v" || role == "ffn_down") {
+        /// The per-layer choices beyond the output matrix.
+        enum Mix: Sendable {
+            case none
+            /// Q4_K_S: Q5_K for the first four attn_v and the first eighth of ffn_down.
+            case small
+            /// Q4_K_M, Q5_K_M: Q6_K for attn_v and ffn_down in the first and last eighths of the
+            /// layers and every third layer between.
+            case medium
+        }
+
+        /// The type of a matrix called `role` (attn_v, ffn_down, output, …; tied embeddings are
+        /// `output`) in layer `layer` of `layers`, with rows of `cols` elements.
+        public func type(role: String, layer: Int, layers: Int, cols: Int) -> TensorType {
+            // Float file types keep every matrix in their type (llama.cpp only chooses per tensor
+            // for quantized file types).
+            if base.isFloat { return base }
+            var t = base
+            switch role {
+            case "output":
+                // Q6_K unless the rows are not whole blocks of the base type (then Q8_0) or the
+                // base is Q8_0 already.
+                if cols % base.blockSize != 0 { t = .q8_0 } else if base != .q8_0 { t = .q6_K }
+            case "attn_v", "ffn_down":
                 let moreBits = layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2
-                if moreBits { return .q6_K }
+                if mix == .medium && moreBits { t = .q6_K }
+                // (llama.cpp counts attn_v tensors and ffn_down layers; one of each per layer here.)
+                if mix == .small && (role == "attn_v" ? layer < 4 : layer < layers / 8) { t = .q5_K }
+            default:
+                break
             }
-            return base
+            // Rows that are not whole 256-blocks: the K-quants' 32-block stand-ins, then F16.
+            if t.rowBytes(cols) == nil {
+                switch t {
+                case .q4_K: t = .q5_0
+                case .q5_K: t = .q5_1
+                case .q6_K: t = .q8_0
+                default: break
+                }
+                if t.rowBytes(cols) == nil { t = .f16 }
+            }
+            return t
         }
 
         public static let all: [Recipe] = [
-            Recipe(name: "F32", fileType: 0, base: .f32, mixed: false),
-            Recipe(name: "F16", fileType: 1, base: .f16, mixed: false),
-            Recipe(name: "BF16", fileType: 32, base: .bf16, mixed: false),
-            Recipe(name: "Q8_0", fileType: 7, base: .q8_0, mixed: false),
-            Recipe(name: "Q4_0", fileType: 2, base: .q4_0, mixed: false),
-            Recipe(name: "Q4_1", fileType: 3, base: .q4_1, mixed: false),
-            Recipe(name: "Q4_K", fileType: 14, base: .q4_K, mixed: false),
-            Recipe(name: "Q4_K_M", fileType: 15, base: .q4_K, mixed: true),
-            Recipe(name: "Q6_K", fileType: 18, base: .q6_K, mixed: false),
+            Recipe(name: "F32", fileType: 0, base: .f32, mix: .none),
+            Recipe(name: "F16", fileType: 1, base: .f16, mix: .none),
+            Recipe(name: "BF16", fileType: 32, base: .bf16, mix: .none),
+            Recipe(name: "Q8_0", fileType: 7, base: .q8_0, mix: .none),
+            Recipe(name: "Q4_0", fileType: 2, base: .q4_0, mix: .none),
+            Recipe(name: "Q4_1", fileType: 3, base: .q4_1, mix: .none),
+            Recipe(name: "Q5_0", fileType: 8, base: .q5_0, mix: .none),
+            Recipe(name: "Q5_1", fileType: 9, base: .q5_1, mix: .none),
+            // Q4_K with no per-layer choices (llama.cpp's `Q4_K` is an alias of Q4_K_M).
+            Recipe(name: "Q4_K", fileType: 14, base: .q4_K, mix: .none),
+            Recipe(name: "Q4_K_S", fileType: 14, base: .q4_K, mix: .small),
+            Recipe(name: "Q4_K_M", fileType: 15, base: .q4_K, mix: .medium),
+            Recipe(name: "Q5_K_S", fileType: 16, base: .q5_K, mix: .none),
+            Recipe(name: "Q5_K_M", fileType: 17, base: .q5_K, mix: .medium),
+            Recipe(name: "Q6_K", fileType: 18, base: .q6_K, mix: .none),
         ]
 
         public static func named(_ name: String) -> Recipe? { all.first { $0.name == name.uppercased() } }
-        public static func uniform(_ type: TensorType) -> Recipe? { all.first { $0.base == type && !$0.mixed } }
+        public static func uniform(_ type: TensorType) -> Recipe? { all.first { $0.base == type && $0.mix == .none } }
     }
 
     /// Writes with one type for every matrix (`type` must be one of the recipes' base types).
@@ -100,10 +136,7 @@ public enum GGUFExport {
 
         var tensors: [GGUFWriter.StreamedTensor] = []
         func matrix(_ name: String, _ m: Matrix, role: String, layer: Int = 0, permuteHeads: Int? = nil) {
-            var t = recipe.type(role: role, layer: layer, layers: c.layerCount)
-            // Rows that are not whole blocks: K-quants fall back to Q8_0 (llama.cpp uses Q5_0/Q8_0),
-            // 32-blocks to F16.
-            if t.rowBytes(m.cols) == nil { t = TensorType.q8_0.rowBytes(m.cols) != nil ? .q8_0 : .f16 }
+            let t = recipe.type(role: role, layer: layer, layers: c.layerCount, cols: m.cols)
             let rowBytes = t.rowBytes(m.cols)!
             tensors.append(.init(name: name, dims: [m.cols, m.rows], type: t) { out in
                 var row = [Float](repeating: 0, count: m.cols)
