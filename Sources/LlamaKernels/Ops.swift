@@ -279,6 +279,25 @@ public func matmul(_ products: [Product], _ x: UnsafePointer<Float>, xStride: In
                         return
                     }
                     var r = start
+                    if w.type.unpacksOncePerFourInputs && batch >= 4 {
+                        // One row against four inputs at a time: each block unpacked once per
+                        // four inputs, not once per input as in the 4-row tiles.
+                        while r < end {
+                            let row = w.data + r * w.rowBytes
+                            var b = 0
+                            while b + 4 <= batch {
+                                let v = dotQ8x4(w.type, row, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
+                                for k in 0..<4 { p.output[(b + k) * p.outputStride + r] = v[k] }
+                                b += 4
+                            }
+                            while b < batch {
+                                p.output[b * p.outputStride + r] = dotQ8(w.type, row, xq[b])
+                                b += 1
+                            }
+                            r += 1
+                        }
+                        return
+                    }
                     while r + 4 <= end && batch > 1 {
                         for b in 0..<batch {
                             let v = dot4Q8(w.type, w.data + r * w.rowBytes, w.rowBytes, xq[b])

@@ -93,12 +93,18 @@ import _Builtin_intrinsics.intel
 @inline(__always) private func dotI8(_ x: __m256i, _ y: __m256i) -> __m256 {
     let ax = _mm256_sign_epi8(x, x)
     let sy = _mm256_sign_epi8(y, x)
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1)))
+    return dotU8I8(ax, sy)
 }
 
-/// Σ u·y over 32 bytes, u unsigned (< 128), y signed.
+/// Σ u·y over 32 bytes, u unsigned (< 128), y signed: pairs summed in int16 then in fours
+/// (`maddubs`, `madd`), or with AVX-512 VNNI fours straight into int32 (`vpdpbusd`, one
+/// instruction); the sums are exact either way (|u·y| ≤ 127·128, a pair fits in int16).
 @inline(__always) private func dotU8I8(_ u: __m256i, _ y: __m256i) -> __m256 {
+    #if LLAMA_VNNI
+    _mm256_cvtepi32_ps(_mm256_mask_dpbusd_epi32(_mm256_setzero_si256(), 0xFF, u, y))
+    #else
     _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1)))
+    #endif
 }
 
 /// 16 bytes of packed nibbles → 32 bytes: low nibbles first (elements 0-15), then high (16-31).
@@ -271,28 +277,34 @@ func dotQ5_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
     let halfs = halfTable
     var acc = _mm256_setzero_ps()
     var offsets = SIMD8<Float>()
-    let mask = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1), two = _mm256_set1_epi8(2)
     for sb in 0..<(x.count / 256) {
         let block = w + sb * 176
         let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
         let (sc, mn) = q4KScales(block + 4)
         let xd = UnsafeRawPointer(x.d + sb * 8).loadUnaligned(as: SIMD8<Float>.self)
         let xs = UnsafeRawPointer(x.s + sb * 8).loadUnaligned(as: SIMD8<Float>.self)
+        // d·sc_j·dx_j for each sub-block j, and the offsets dmin·m_j·(dx_j·Σq_j), as Q4_K.
         let scales = bytesToFloats(sc) * d * xd
         offsets.addProduct(bytesToFloats(mn) * dmin, xs)
-        let qs = block + 48, xq = x.q + sb * 256
-        // Sub-blocks 2p and 2p + 1: bits 0 and 1 of qh shifted right by 2p.
         var high = load32(block + 16)
         for pair in 0..<4 {
-            let bytes = load32(qs + pair * 32)
-            let lo = _mm256_or_si256(_mm256_and_si256(bytes, mask), _mm256_slli_epi16(_mm256_and_si256(high, one), 4))
-            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), _mm256_slli_epi16(_mm256_and_si256(high, two), 3))
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair]), dotU8I8(lo, load32(xq + pair * 64)), acc)
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair + 1]), dotU8I8(hi, load32(xq + pair * 64 + 32)), acc)
+            let (lo, hi) = q5KPair(block, pair, high)
+            let xq = x.q + sb * 256 + pair * 64
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair]), dotU8I8(lo, load32(xq)), acc)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair + 1]), dotU8I8(hi, load32(xq + 32)), acc)
             high = _mm256_srli_epi16(high, 2)
         }
     }
     return hsum(acc) - offsets.sum()
+}
+
+/// Sub-blocks 2p and 2p + 1 of a Q5_K super-block as bytes 0-31: the low and high nibbles of
+/// their 32 bytes of qs, with the fifth bits from bits 0 and 1 of `high` (qh shifted right by 2p).
+@inline(__always) private func q5KPair(_ block: UnsafeRawPointer, _ p: Int, _ high: __m256i) -> (__m256i, __m256i) {
+    let mask = _mm256_set1_epi8(0x0F)
+    let bytes = load32(block + 48 + p * 32)
+    return (_mm256_or_si256(_mm256_and_si256(bytes, mask), _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(1)), 4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(2)), 3)))
 }
 
 /// Q6_K: 256-element super-blocks { uint8 ql[128]; uint8 qh[64]; int8 scales[16]; half d }:
@@ -351,6 +363,77 @@ func dot4Q8(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8A
         return dot4Blocks(w, rowBytes, x, blockBytes: 24) { block, qx in (dotU8I8(q5_1Values(block), qx), loadHalf(halfs, block, 2)) }
     default:
         return SIMD4((0..<4).map { dotQ8(type, w + $0 * rowBytes, x) })
+    }
+}
+
+extension TensorType {
+    /// Formats whose batches take one row against four inputs at a time (`dotQ8x4`): those
+    /// without interleaved kernels, whose unpacking (the fifth bits) would otherwise be
+    /// repeated for every input.
+    var unpacksOncePerFourInputs: Bool { self == .q5_0 || self == .q5_1 || self == .q5_K }
+}
+
+/// One row times four inputs, each weight block unpacked once and multiplied four times (Q5_0,
+/// Q5_1, Q5_K): the same sums as `dotQ8` on each input, in the same order.
+@inline(__always)
+func dotQ8x4(_ type: TensorType, _ w: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
+             _ x2: Q8Activations, _ x3: Q8Activations) -> SIMD4<Float> {
+    let halfs = halfTable
+    var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    switch type {
+    case .q5_0, .q5_1:
+        let withMin = type == .q5_1, blockBytes = withMin ? 24 : 22
+        var m0: Float = 0, m1: Float = 0, m2: Float = 0, m3: Float = 0
+        for b in 0..<(x0.count / 32) {
+            let block = w + b * blockBytes
+            let d = loadHalf(halfs, block, 0)
+            if withMin {
+                // Unsigned values and the offset m·Σx (Q4_1's form), as dotQ5_1Q8.
+                let q = q5_1Values(block), m = loadHalf(halfs, block, 2)
+                m0 += m * x0.s[b]; m1 += m * x1.s[b]; m2 += m * x2.s[b]; m3 += m * x3.s[b]
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(d * x0.d[b]), dotU8I8(q, load32(x0.q + b * 32)), a0)
+                a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * x1.d[b]), dotU8I8(q, load32(x1.q + b * 32)), a1)
+                a2 = _mm256_fmadd_ps(_mm256_set1_ps(d * x2.d[b]), dotU8I8(q, load32(x2.q + b * 32)), a2)
+                a3 = _mm256_fmadd_ps(_mm256_set1_ps(d * x3.d[b]), dotU8I8(q, load32(x3.q + b * 32)), a3)
+            } else {
+                let q = q5_0Values(block)
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(d * x0.d[b]), dotI8(q, load32(x0.q + b * 32)), a0)
+                a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * x1.d[b]), dotI8(q, load32(x1.q + b * 32)), a1)
+                a2 = _mm256_fmadd_ps(_mm256_set1_ps(d * x2.d[b]), dotI8(q, load32(x2.q + b * 32)), a2)
+                a3 = _mm256_fmadd_ps(_mm256_set1_ps(d * x3.d[b]), dotI8(q, load32(x3.q + b * 32)), a3)
+            }
+        }
+        return SIMD4(hsum(a0) + m0, hsum(a1) + m1, hsum(a2) + m2, hsum(a3) + m3)
+    case .q5_K:
+        // As dotQ5_KQ8, each pair of sub-blocks unpacked once for the four inputs.
+        var o0 = SIMD8<Float>(), o1 = o0, o2 = o0, o3 = o0
+        for sb in 0..<(x0.count / 256) {
+            let block = w + sb * 176
+            let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
+            let (sc, mn) = q4KScales(block + 4)
+            let scale = bytesToFloats(sc) * d, offset = bytesToFloats(mn) * dmin
+            @inline(__always) func dx(_ x: Q8Activations) -> SIMD8<Float> { UnsafeRawPointer(x.d + sb * 8).loadUnaligned(as: SIMD8<Float>.self) }
+            @inline(__always) func sx(_ x: Q8Activations) -> SIMD8<Float> { UnsafeRawPointer(x.s + sb * 8).loadUnaligned(as: SIMD8<Float>.self) }
+            let s0 = scale * dx(x0), s1 = scale * dx(x1), s2 = scale * dx(x2), s3 = scale * dx(x3)
+            o0.addProduct(offset, sx(x0)); o1.addProduct(offset, sx(x1)); o2.addProduct(offset, sx(x2)); o3.addProduct(offset, sx(x3))
+            var high = load32(block + 16)
+            for pair in 0..<4 {
+                let (lo, hi) = q5KPair(block, pair, high)
+                let o = sb * 256 + pair * 64
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(s0[2 * pair]), dotU8I8(lo, load32(x0.q + o)), a0)
+                a0 = _mm256_fmadd_ps(_mm256_set1_ps(s0[2 * pair + 1]), dotU8I8(hi, load32(x0.q + o + 32)), a0)
+                a1 = _mm256_fmadd_ps(_mm256_set1_ps(s1[2 * pair]), dotU8I8(lo, load32(x1.q + o)), a1)
+                a1 = _mm256_fmadd_ps(_mm256_set1_ps(s1[2 * pair + 1]), dotU8I8(hi, load32(x1.q + o + 32)), a1)
+                a2 = _mm256_fmadd_ps(_mm256_set1_ps(s2[2 * pair]), dotU8I8(lo, load32(x2.q + o)), a2)
+                a2 = _mm256_fmadd_ps(_mm256_set1_ps(s2[2 * pair + 1]), dotU8I8(hi, load32(x2.q + o + 32)), a2)
+                a3 = _mm256_fmadd_ps(_mm256_set1_ps(s3[2 * pair]), dotU8I8(lo, load32(x3.q + o)), a3)
+                a3 = _mm256_fmadd_ps(_mm256_set1_ps(s3[2 * pair + 1]), dotU8I8(hi, load32(x3.q + o + 32)), a3)
+                high = _mm256_srli_epi16(high, 2)
+            }
+        }
+        return SIMD4(hsum(a0) - o0.sum(), hsum(a1) - o1.sum(), hsum(a2) - o2.sum(), hsum(a3) - o3.sum())
+    default:
+        return SIMD4(dotQ8(type, w, x0), dotQ8(type, w, x1), dotQ8(type, w, x2), dotQ8(type, w, x3))
     }
 }
 
