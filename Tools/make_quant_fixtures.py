@@ -3,7 +3,7 @@
 quantizers in Python), so the kernels are checked bit for bit:
 - F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: a random matrix quantized by `gguf`, and its
   dequantization (Q5_0 and Q5_1 come last, so the cases before them keep their random draws);
-- Q4_K, Q6_K, Q5_K (which `gguf` can decode but not make): random blocks with sane scales, decoded;
+- Q4_K, Q6_K, Q5_K, Q2_K, Q3_K, IQ4_NL (which `gguf` can decode but not make): random blocks with sane scales, decoded;
 - each case's activation vector x, and x quantized to Q8_0 by `gguf` (what llama.cpp multiplies
   quantized weights with), bytes and values.
 Writes Tests/Fixtures/quant_cases.json.
@@ -46,6 +46,11 @@ cases.append(case(T.Q6_K, random_k(T.Q6_K, 210, [208], 5, 512), 5, 512))
 cases.append(case(T.Q5_0, quantize(m, T.Q5_0), rows, cols))
 cases.append(case(T.Q5_1, quantize(m, T.Q5_1), rows, cols))
 cases.append(case(T.Q5_K, random_k(T.Q5_K, 176, [0, 2], 5, 512), 5, 512))
+cases.append(case(T.Q2_K, random_k(T.Q2_K, 84, [80, 82], 5, 512), 5, 512))
+cases.append(case(T.Q3_K, random_k(T.Q3_K, 110, [108], 5, 512), 5, 512))
+iq4 = rng.integers(0, 256, size=(rows, cols // 32, 18), dtype=np.uint8)
+iq4[:, :, 0:2] = rng.uniform(0.001, 0.05, size=(rows, cols // 32)).astype(np.float16).view(np.uint8).reshape(rows, cols // 32, 2)
+cases.append(case(T.IQ4_NL, iq4.reshape(rows, -1), rows, cols))
 out = os.path.join(os.path.dirname(__file__), "..", "Tests", "Fixtures", "quant_cases.json")
 json.dump({"cases": cases}, open(out, "w"))
 print("wrote", out)

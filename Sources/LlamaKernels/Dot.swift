@@ -388,6 +388,47 @@ func dotQ5_K(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Floa
     return acc.sum() - offsets
 }
 
+/// Q2_K, Q3_K and IQ4_NL through one decoded block at a time (the portable path; AVX2 builds
+/// use the integer kernels).
+@inline(__always)
+func dotDecoded(_ type: TensorType, _ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    let size = type.blockSize
+    return withUnsafeTemporaryAllocation(of: Float.self, capacity: size) { block in
+        var total: Float = 0
+        for b in 0..<(n / size) {
+            dequantizeRow(type, w + b * type.blockBytes, block.baseAddress!, size)
+            total += dotF32(UnsafeRawPointer(block.baseAddress!), x + b * size, size)
+        }
+        return total
+    }
+}
+
+/// IQ4_NL's sixteen levels (ggml `kvalues_iq4nl`): a 4-bit index picks one, times the block's d.
+let iq4nlLevels: SIMD16<Int8> = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
+
+/// Q3_K's sub-block scale j (of 16), a 6-bit value less 32 (ggml: the low 4 bits in bytes 0-7,
+/// the low nibble for j < 8 and the high one for j ≥ 8; the high 2 bits in bytes 8-11, byte
+/// j % 4, bits 2(j / 4)).
+@inline(__always)
+func q3KScale(_ p: UnsafeRawPointer, _ j: Int) -> Int {
+    let low = (p.load(fromByteOffset: j % 8, as: UInt8.self) >> UInt8(4 * (j / 8))) & 0xF
+    let high = (p.load(fromByteOffset: 8 + j % 4, as: UInt8.self) >> UInt8(2 * (j / 4))) & 3
+    return Int(low | high << 4) - 32
+}
+
+/// All sixteen Q3_K scales (`q3KScale`), as signed bytes, without a loop: the low nibbles of
+/// bytes 0-7 then their high nibbles, each ORed with its two bits of bytes 8-11.
+@inline(__always)
+func q3KScales(_ p: UnsafeRawPointer) -> SIMD16<Int8> {
+    let b = p.loadUnaligned(as: SIMD8<UInt8>.self)
+    let h = p.loadUnaligned(fromByteOffset: 8, as: SIMD4<UInt8>.self)
+    let low = SIMD16<UInt8>(lowHalf: b & 0xF, highHalf: b &>> 4)
+    let repeated = SIMD16<UInt8>(lowHalf: SIMD8(lowHalf: h, highHalf: h), highHalf: SIMD8(lowHalf: h, highHalf: h))
+    let shifts = SIMD16<UInt8>(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6)
+    let six = low | (((repeated &>> shifts) & 3) &<< 4)
+    return unsafeBitCast(six &- 32, to: SIMD16<Int8>.self)
+}
+
 @inline(__always)
 func dotQ6_K(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var total: Float = 0
@@ -507,6 +548,7 @@ public func dot(_ type: TensorType, _ w: UnsafeRawPointer, _ x: UnsafePointer<Fl
     case .q4_K: dotQ4_K(w, x, n)
     case .q5_K: dotQ5_K(w, x, n)
     case .q6_K: dotQ6_K(w, x, n)
+    case .q2_K, .q3_K, .iq4_nl: dotDecoded(type, w, x, n)
     default: preconditionFailure("no kernel for \(type); loaders reject it")
     }
 }
@@ -595,6 +637,44 @@ public func dequantizeRow(_ type: TensorType, _ src: UnsafeRawPointer, _ dst: Un
         }
     case .q6_K:
         for sb in 0..<(n / 256) { dequantizeQ6_K(src + sb * 210, dst + sb * 256) }
+    case .iq4_nl:
+        // { half d; uint8 qs[16] }: Q4_0's nibbles, each an index into `iq4nlLevels`.
+        for b in 0..<(n / 32) {
+            let block = src + b * 18
+            let d = loadHalf(halfs, block, 0)
+            for j in 0..<16 {
+                let q = block.load(fromByteOffset: 2 + j, as: UInt8.self)
+                dst[b * 32 + j] = d * Float(iq4nlLevels[Int(q & 15)])
+                dst[b * 32 + j + 16] = d * Float(iq4nlLevels[Int(q >> 4)])
+            }
+        }
+    case .q2_K:
+        // { uint8 scales[16] (scale low nibble, min high); uint8 qs[64]; half d, dmin }: 2-bit
+        // values, element 32k + l (k = 4h + s) in bits 2s of qs[32h + l]; sub-blocks of 16.
+        for sb in 0..<(n / 256) {
+            let block = src + sb * 84
+            let d = loadHalf(halfs, block, 80), dmin = loadHalf(halfs, block, 82)
+            for e in 0..<256 {
+                let k = e / 32, l = e % 32
+                let q = (block.load(fromByteOffset: 16 + (k / 4) * 32 + l, as: UInt8.self) >> UInt8(2 * (k % 4))) & 3
+                let sc = block.load(fromByteOffset: e / 16, as: UInt8.self)
+                dst[sb * 256 + e] = d * Float(sc & 0xF) * Float(q) - dmin * Float(sc >> 4)
+            }
+        }
+    case .q3_K:
+        // { uint8 hmask[32]; uint8 qs[64]; uint8 scales[12]; half d }: 3-bit values q − 4, the
+        // low 2 bits as Q2_K's, the third bit of element 32k + l in bit k of hmask[l] (4 is
+        // subtracted where that bit is clear); signed 6-bit scales per 16.
+        for sb in 0..<(n / 256) {
+            let block = src + sb * 110
+            let d = loadHalf(halfs, block, 108)
+            for e in 0..<256 {
+                let k = e / 32, l = e % 32
+                let low = (block.load(fromByteOffset: 32 + (k / 4) * 32 + l, as: UInt8.self) >> UInt8(2 * (k % 4))) & 3
+                let high = (block.load(fromByteOffset: l, as: UInt8.self) >> UInt8(k)) & 1
+                dst[sb * 256 + e] = d * Float(q3KScale(block + 96, e / 16)) * Float(Int(low) - (high == 0 ? 4 : 0))
+            }
+        }
     default:
         preconditionFailure("no kernel for \(type); loaders reject it")
     }

@@ -73,7 +73,7 @@ extension TensorType {
     public var usesQ8Activations: Bool {
         #if LLAMA_AVX2
         switch self {
-        case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q4_K, .q5_K, .q6_K: return true
+        case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K: return true
         default: return false
         }
         #else
@@ -155,46 +155,6 @@ private func quantizeBlockAVX2(_ x: UnsafePointer<Float>, _ q: UnsafeMutablePoin
     return (scale, Int(firstHalf &+ second.wrappedSum()), firstHalf)
 }
 
-@inline(__always)
-func dotQ8_0Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
-    let halfs = halfTable
-    var acc = _mm256_setzero_ps()
-    for b in 0..<(x.count / 32) {
-        let block = w + b * 34
-        let scale = _mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b])
-        acc = _mm256_fmadd_ps(scale, dotI8(load32(block + 2), load32(x.q + b * 32)), acc)
-    }
-    return hsum(acc)
-}
-
-@inline(__always)
-func dotQ4_0Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
-    let halfs = halfTable
-    var acc = _mm256_setzero_ps()
-    let eight = _mm256_set1_epi8(8)
-    for b in 0..<(x.count / 32) {
-        let block = w + b * 18
-        let scale = _mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b])
-        let q = _mm256_sub_epi8(nibbles(block + 2), eight)
-        acc = _mm256_fmadd_ps(scale, dotI8(q, load32(x.q + b * 32)), acc)
-    }
-    return hsum(acc)
-}
-
-@inline(__always)
-func dotQ4_1Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
-    let halfs = halfTable
-    var acc = _mm256_setzero_ps()
-    var offsets: Float = 0
-    for b in 0..<(x.count / 32) {
-        let block = w + b * 20
-        let scale = _mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b])
-        offsets += loadHalf(halfs, block, 2) * x.s[b]
-        acc = _mm256_fmadd_ps(scale, dotU8I8(nibbles(block + 4), load32(x.q + b * 32)), acc)
-    }
-    return hsum(acc) + offsets
-}
-
 /// 32 bits → 32 bytes, 0xFF where bit j of `bits` is set (byte j), as ggml's `bytes_from_bits_32`:
 /// each byte gets its bit's byte of `bits`, ORed with every bit but its own.
 @inline(__always) private func bitsToBytes(_ bits: UInt32) -> __m256i {
@@ -216,28 +176,35 @@ func dotQ4_1Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
     return _mm256_or_si256(nibbles(block + 8), _mm256_and_si256(high, _mm256_set1_epi8(0x10)))
 }
 
-@inline(__always)
-func dotQ5_0Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
-    let halfs = halfTable
-    var acc = _mm256_setzero_ps()
-    for b in 0..<(x.count / 32) {
-        let block = w + b * 22
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b]), dotI8(q5_0Values(block), load32(x.q + b * 32)), acc)
-    }
-    return hsum(acc)
+/// An IQ4_NL block's 32 levels as signed bytes: each nibble looked up in `iq4nlLevels` (one
+/// byte shuffle of the table).
+@inline(__always) private func iq4nlValues(_ block: UnsafeRawPointer) -> __m256i {
+    let table = unsafeBitCast(SIMD32<Int8>(lowHalf: iq4nlLevels, highHalf: iq4nlLevels), to: __m256i.self)
+    return _mm256_shuffle_epi8(table, nibbles(block + 2))
 }
 
+/// A Q4_0 block's 32 values q − 8 as signed bytes.
+@inline(__always) private func q4_0Values(_ block: UnsafeRawPointer) -> __m256i {
+    _mm256_sub_epi8(nibbles(block + 2), _mm256_set1_epi8(8))
+}
+
+/// One row of a 32-element block format { half d; [half m;] … } against quantized
+/// activations: `values` gives a block's 32 values as bytes, signed (Q8_0, Q4_0, Q5_0: x = d·q)
+/// or, `withMin`, unsigned with the block's minimum m after d (Q4_1, Q5_1: x = d·q + m, whose
+/// m·Σx comes from the activations' block sums).
 @inline(__always)
-func dotQ5_1Q8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+private func dotBlocks(_ w: UnsafeRawPointer, _ x: Q8Activations, blockBytes: Int, withMin: Bool,
+                       _ values: (UnsafeRawPointer) -> __m256i) -> Float {
     let halfs = halfTable
     var acc = _mm256_setzero_ps()
     var offsets: Float = 0
     for b in 0..<(x.count / 32) {
-        let block = w + b * 24
-        offsets += loadHalf(halfs, block, 2) * x.s[b]
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b]), dotU8I8(q5_1Values(block), load32(x.q + b * 32)), acc)
+        let block = w + b * blockBytes
+        let q = values(block), qx = load32(x.q + b * 32)
+        if withMin { offsets += loadHalf(halfs, block, 2) * x.s[b] }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, block, 0) * x.d[b]), withMin ? dotU8I8(q, qx) : dotI8(q, qx), acc)
     }
-    return hsum(acc) + offsets
+    return withMin ? hsum(acc) + offsets : hsum(acc)
 }
 
 /// Q4_K: 256-element super-blocks { half d, dmin; uint8 scales[12]; uint8 qs[128] }: eight
@@ -307,6 +274,71 @@ func dotQ5_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(2)), 3)))
 }
 
+/// Q2_K and Q3_K, one 32-value activation block k at a time: its values are the 2-bit fields
+/// at bits 2(k % 4) of qs[32(k / 4) ..< 32(k / 4) + 32] (Q3_K: less 4 where bit k of hmask is
+/// clear), in two sub-blocks of 16 with their own scales, as Q6_K's (lanes 0-7 of the pair sums
+/// hold the first sub-block, 8-15 the second).
+@inline(__always)
+func dotLowBitKQ8(_ type: TensorType, _ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+    let halfs = halfTable
+    var acc = _mm256_setzero_ps()
+    var offsets = _mm256_setzero_ps()
+    let three = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4)
+    let q3 = type == .q3_K, blockBytes = q3 ? 110 : 84
+    // Each activation scale twice: sub-blocks 2k and 2k + 1 share block k's.
+    let pairsOfScales = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3)
+    return withUnsafeTemporaryAllocation(of: Int16.self, capacity: 16) { scales in
+        for sb in 0..<(x.count / 256) {
+            let block = w + sb * blockBytes
+            let qs = block + (q3 ? 32 : 16)
+            let d = loadHalf(halfs, block, q3 ? 108 : 80)
+            // The sixteen sub-block scales as int16, stored for the broadcasts below.
+            let bytes16: __m128i
+            if q3 {
+                bytes16 = unsafeBitCast(q3KScales(block + 96), to: __m128i.self)
+            } else {
+                let packed = block.loadUnaligned(as: __m128i.self)
+                bytes16 = _mm_and_si128(packed, _mm_set1_epi8(0x0F))
+                // The minimums: dmin·m_j times sub-block j's Σx (dx·Σq of its 16 values, exact).
+                let mins = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F))
+                let dx = _mm256_castps128_ps256(UnsafeRawPointer(x.d + sb * 8).loadUnaligned(as: __m128.self))
+                let dxHigh = _mm256_castps128_ps256(UnsafeRawPointer(x.d + sb * 8 + 4).loadUnaligned(as: __m128.self))
+                let m0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins))
+                let m1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(mins, mins)))
+                let h0 = _mm256_cvtepi32_ps(UnsafeRawPointer(x.halfSums + sb * 16).loadUnaligned(as: __m256i.self))
+                let h1 = _mm256_cvtepi32_ps(UnsafeRawPointer(x.halfSums + sb * 16 + 8).loadUnaligned(as: __m256i.self))
+                let sums = _mm256_fmadd_ps(_mm256_mul_ps(m0, _mm256_permutevar8x32_ps(dx, pairsOfScales)), h0,
+                                           _mm256_mul_ps(_mm256_mul_ps(m1, _mm256_permutevar8x32_ps(dxHigh, pairsOfScales)), h1))
+                offsets = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, block, 82)), sums, offsets)
+            }
+            UnsafeMutableRawPointer(scales.baseAddress!).storeBytes(of: _mm256_cvtepi8_epi16(bytes16), as: __m256i.self)
+            let hmask = load32(block)
+            // Blocks k and k + 4 take the 2-bit fields of one 32-byte run (bits 2s, s = k % 4).
+            for half in 0..<2 {
+                var fields = load32(qs + half * 32)
+                for s in 0..<4 {
+                    let k = half * 4 + s
+                    let bits = _mm256_and_si256(fields, three)
+                    fields = _mm256_srli_epi16(fields, 2)
+                    let xb = sb * 8 + k, xq = load32(x.q + xb * 32)
+                    let pairs: __m256i
+                    if q3 {
+                        // q − 4 where the hmask bit is clear.
+                        let clear = _mm256_cmpeq_epi8(_mm256_and_si256(hmask, _mm256_set1_epi8(Int8(truncatingIfNeeded: 1 << k))), _mm256_setzero_si256())
+                        let q = _mm256_sub_epi8(bits, _mm256_and_si256(clear, four))
+                        pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xq, q))
+                    } else {
+                        pairs = _mm256_maddubs_epi16(bits, xq)
+                    }
+                    let sc = _mm256_set_m128i(_mm_set1_epi16(scales[2 * k + 1]), _mm_set1_epi16(scales[2 * k]))
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[xb]), _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, sc)), acc)
+                }
+            }
+        }
+        return hsum(acc) - hsum(offsets)
+    }
+}
+
 /// Q6_K: 256-element super-blocks { uint8 ql[128]; uint8 qh[64]; int8 scales[16]; half d }:
 /// 6-bit values q (low 4 bits in ql, high 2 in qh), x = d·scales[i/16]·(q − 32)
 /// (ggml `dequantize_row_q6_K`).
@@ -348,19 +380,13 @@ func dotQ6_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
 /// streams keep the prefetcher busy, four accumulators hide the FMA latency.
 @inline(__always)
 func dot4Q8(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8Activations) -> SIMD4<Float> {
-    let halfs = halfTable
     switch type {
-    case .q8_0:
-        return dot4Blocks(w, rowBytes, x, blockBytes: 34) { block, qx in (dotI8(load32(block + 2), qx), 0) }
-    case .q4_0:
-        let eight = _mm256_set1_epi8(8)
-        return dot4Blocks(w, rowBytes, x, blockBytes: 18) { block, qx in (dotI8(_mm256_sub_epi8(nibbles(block + 2), eight), qx), 0) }
-    case .q4_1:
-        return dot4Blocks(w, rowBytes, x, blockBytes: 20) { block, qx in (dotU8I8(nibbles(block + 4), qx), loadHalf(halfs, block, 2)) }
-    case .q5_0:
-        return dot4Blocks(w, rowBytes, x, blockBytes: 22) { block, qx in (dotI8(q5_0Values(block), qx), 0) }
-    case .q5_1:
-        return dot4Blocks(w, rowBytes, x, blockBytes: 24) { block, qx in (dotU8I8(q5_1Values(block), qx), loadHalf(halfs, block, 2)) }
+    case .q8_0: return dot4Blocks(w, rowBytes, x, blockBytes: 34, withMin: false) { load32($0 + 2) }
+    case .q4_0: return dot4Blocks(w, rowBytes, x, blockBytes: 18, withMin: false, q4_0Values)
+    case .q4_1: return dot4Blocks(w, rowBytes, x, blockBytes: 20, withMin: true) { nibbles($0 + 4) }
+    case .q5_0: return dot4Blocks(w, rowBytes, x, blockBytes: 22, withMin: false, q5_0Values)
+    case .q5_1: return dot4Blocks(w, rowBytes, x, blockBytes: 24, withMin: true, q5_1Values)
+    case .iq4_nl: return dot4Blocks(w, rowBytes, x, blockBytes: 18, withMin: false, iq4nlValues)
     default:
         return SIMD4((0..<4).map { dotQ8(type, w + $0 * rowBytes, x) })
     }
@@ -381,29 +407,8 @@ func dotQ8x4(_ type: TensorType, _ w: UnsafeRawPointer, _ x0: Q8Activations, _ x
     let halfs = halfTable
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     switch type {
-    case .q5_0, .q5_1:
-        let withMin = type == .q5_1, blockBytes = withMin ? 24 : 22
-        var m0: Float = 0, m1: Float = 0, m2: Float = 0, m3: Float = 0
-        for b in 0..<(x0.count / 32) {
-            let block = w + b * blockBytes
-            let d = loadHalf(halfs, block, 0)
-            if withMin {
-                // Unsigned values and the offset m·Σx (Q4_1's form), as dotQ5_1Q8.
-                let q = q5_1Values(block), m = loadHalf(halfs, block, 2)
-                m0 += m * x0.s[b]; m1 += m * x1.s[b]; m2 += m * x2.s[b]; m3 += m * x3.s[b]
-                a0 = _mm256_fmadd_ps(_mm256_set1_ps(d * x0.d[b]), dotU8I8(q, load32(x0.q + b * 32)), a0)
-                a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * x1.d[b]), dotU8I8(q, load32(x1.q + b * 32)), a1)
-                a2 = _mm256_fmadd_ps(_mm256_set1_ps(d * x2.d[b]), dotU8I8(q, load32(x2.q + b * 32)), a2)
-                a3 = _mm256_fmadd_ps(_mm256_set1_ps(d * x3.d[b]), dotU8I8(q, load32(x3.q + b * 32)), a3)
-            } else {
-                let q = q5_0Values(block)
-                a0 = _mm256_fmadd_ps(_mm256_set1_ps(d * x0.d[b]), dotI8(q, load32(x0.q + b * 32)), a0)
-                a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * x1.d[b]), dotI8(q, load32(x1.q + b * 32)), a1)
-                a2 = _mm256_fmadd_ps(_mm256_set1_ps(d * x2.d[b]), dotI8(q, load32(x2.q + b * 32)), a2)
-                a3 = _mm256_fmadd_ps(_mm256_set1_ps(d * x3.d[b]), dotI8(q, load32(x3.q + b * 32)), a3)
-            }
-        }
-        return SIMD4(hsum(a0) + m0, hsum(a1) + m1, hsum(a2) + m2, hsum(a3) + m3)
+    case .q5_0: return dotBlocksX4(w, x0, x1, x2, x3, blockBytes: 22, withMin: false, q5_0Values)
+    case .q5_1: return dotBlocksX4(w, x0, x1, x2, x3, blockBytes: 24, withMin: true, q5_1Values)
     case .q5_K:
         // As dotQ5_KQ8, each pair of sub-blocks unpacked once for the four inputs.
         var o0 = SIMD8<Float>(), o1 = o0, o2 = o0, o3 = o0
@@ -437,42 +442,69 @@ func dotQ8x4(_ type: TensorType, _ w: UnsafeRawPointer, _ x0: Q8Activations, _ x
     }
 }
 
-/// The loop shared by the 32-element block formats: `block` gives the int32 sums (as floats)
-/// of one weight block with the activation block, and the block's offset `m` (× the block's
-/// Σx), both scaled by the block's leading half-precision `d`.
+/// `dotBlocks` for four rows (`rowBytes` apart) sharing each activation load.
 @inline(__always)
-private func dot4Blocks(_ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8Activations, blockBytes: Int,
-                        _ block: (UnsafeRawPointer, __m256i) -> (__m256, Float)) -> SIMD4<Float> {
+private func dot4Blocks(_ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8Activations, blockBytes: Int, withMin: Bool,
+                        _ values: (UnsafeRawPointer) -> __m256i) -> SIMD4<Float> {
     let halfs = halfTable
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     var off = SIMD4<Float>()
     let r0 = w, r1 = w + rowBytes, r2 = w + 2 * rowBytes, r3 = w + 3 * rowBytes
+    @inline(__always) func sums(_ block: UnsafeRawPointer, _ qx: __m256i) -> __m256 {
+        withMin ? dotU8I8(values(block), qx) : dotI8(values(block), qx)
+    }
     for b in 0..<(x.count / 32) {
         let qx = load32(x.q + b * 32)
-        let dx = x.d[b], sx = x.s[b]
+        let dx = x.d[b]
         let o = b * blockBytes
-        let (s0, m0) = block(r0 + o, qx), (s1, m1) = block(r1 + o, qx)
-        let (s2, m2) = block(r2 + o, qx), (s3, m3) = block(r3 + o, qx)
+        let s0 = sums(r0 + o, qx), s1 = sums(r1 + o, qx), s2 = sums(r2 + o, qx), s3 = sums(r3 + o, qx)
         a0 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, r0 + o, 0) * dx), s0, a0)
         a1 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, r1 + o, 0) * dx), s1, a1)
         a2 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, r2 + o, 0) * dx), s2, a2)
         a3 = _mm256_fmadd_ps(_mm256_set1_ps(loadHalf(halfs, r3 + o, 0) * dx), s3, a3)
-        off.addProduct(SIMD4(m0, m1, m2, m3), SIMD4(repeating: sx))
+        if withMin {
+            off.addProduct(SIMD4(loadHalf(halfs, r0 + o, 2), loadHalf(halfs, r1 + o, 2), loadHalf(halfs, r2 + o, 2), loadHalf(halfs, r3 + o, 2)),
+                           SIMD4(repeating: x.s[b]))
+        }
     }
     return SIMD4(hsum(a0), hsum(a1), hsum(a2), hsum(a3)) + off
+}
+
+/// `dotBlocks` for one row against four inputs: each block's values built once.
+@inline(__always)
+private func dotBlocksX4(_ w: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations, _ x3: Q8Activations,
+                         blockBytes: Int, withMin: Bool, _ values: (UnsafeRawPointer) -> __m256i) -> SIMD4<Float> {
+    let halfs = halfTable
+    var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    var off = SIMD4<Float>()
+    @inline(__always) func sums(_ q: __m256i, _ x: Q8Activations, _ b: Int) -> __m256 {
+        withMin ? dotU8I8(q, load32(x.q + b * 32)) : dotI8(q, load32(x.q + b * 32))
+    }
+    for b in 0..<(x0.count / 32) {
+        let block = w + b * blockBytes
+        let q = values(block), d = loadHalf(halfs, block, 0)
+        if withMin { off.addProduct(SIMD4(repeating: loadHalf(halfs, block, 2)), SIMD4(x0.s[b], x1.s[b], x2.s[b], x3.s[b])) }
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(d * x0.d[b]), sums(q, x0, b), a0)
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(d * x1.d[b]), sums(q, x1, b), a1)
+        a2 = _mm256_fmadd_ps(_mm256_set1_ps(d * x2.d[b]), sums(q, x2, b), a2)
+        a3 = _mm256_fmadd_ps(_mm256_set1_ps(d * x3.d[b]), sums(q, x3, b), a3)
+    }
+    return withMin ? SIMD4(hsum(a0), hsum(a1), hsum(a2), hsum(a3)) + off : SIMD4(hsum(a0), hsum(a1), hsum(a2), hsum(a3))
 }
 
 /// Dot product of one weight row with quantized activations.
 @inline(__always)
 func dotQ8(_ type: TensorType, _ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
     switch type {
-    case .q8_0: dotQ8_0Q8(w, x)
-    case .q4_0: dotQ4_0Q8(w, x)
-    case .q4_1: dotQ4_1Q8(w, x)
-    case .q5_0: dotQ5_0Q8(w, x)
-    case .q5_1: dotQ5_1Q8(w, x)
+    case .q8_0: dotBlocks(w, x, blockBytes: 34, withMin: false) { load32($0 + 2) }
+    case .q4_0: dotBlocks(w, x, blockBytes: 18, withMin: false, q4_0Values)
+    case .q4_1: dotBlocks(w, x, blockBytes: 20, withMin: true) { nibbles($0 + 4) }
+    case .q5_0: dotBlocks(w, x, blockBytes: 22, withMin: false, q5_0Values)
+    case .q5_1: dotBlocks(w, x, blockBytes: 24, withMin: true, q5_1Values)
+    case .iq4_nl: dotBlocks(w, x, blockBytes: 18, withMin: false, iq4nlValues)
     case .q4_K: dotQ4_KQ8(w, x)
     case .q5_K: dotQ5_KQ8(w, x)
+    case .q2_K, .q3_K: dotLowBitKQ8(type, w, x)
     case .q6_K: dotQ6_KQ8(w, x)
     default: preconditionFailure("\(type) does not use Q8 activations")
     }

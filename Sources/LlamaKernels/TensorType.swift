@@ -15,6 +15,7 @@ public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
     case q5_K = 13
     case q6_K = 14
     case q8_K = 15
+    case iq4_nl = 20
     case bf16 = 30
 
     public var description: String {
@@ -34,6 +35,7 @@ public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         case .q5_K: "Q5_K"
         case .q6_K: "Q6_K"
         case .q8_K: "Q8_K"
+        case .iq4_nl: "IQ4_NL"
         }
     }
 
@@ -41,7 +43,7 @@ public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16: 1
-        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q8_1: 32
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q8_1, .iq4_nl: 32
         case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K, .q8_K: 256
         }
     }
@@ -51,7 +53,7 @@ public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
         switch self {
         case .f32: 4
         case .f16, .bf16: 2
-        case .q4_0: 18  // half d; uint8 qs[16]
+        case .q4_0, .iq4_nl: 18  // half d; uint8 qs[16]
         case .q4_1: 20  // half d, m; uint8 qs[16]
         case .q5_0: 22
         case .q5_1: 24
@@ -69,7 +71,7 @@ public enum TensorType: UInt32, Sendable, CaseIterable, CustomStringConvertible 
     /// Whether this build can compute with the type (the others can be read and listed only).
     public var isSupported: Bool {
         switch self {
-        case .f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .q4_K, .q5_K, .q6_K: true
+        case .f32, .f16, .bf16, .q4_0, .q4_1, .q5_0, .q5_1, .q8_0, .iq4_nl, .q2_K, .q3_K, .q4_K, .q5_K, .q6_K: true
         default: false
         }
     }

@@ -31,7 +31,7 @@ final class QuantTests: XCTestCase {
 
     func testDequantizeMatchesGGUFPackage() throws {
         let all = try Self.cases()
-        XCTAssertEqual(all.map(\.type), ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q5_0", "Q5_1", "Q5_K"])
+        XCTAssertEqual(all.map(\.type), ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q5_0", "Q5_1", "Q5_K", "Q2_K", "Q3_K", "IQ4_NL"])
         for c in all {
             let type = c.tensorType
             XCTAssertEqual(type.description, c.type)

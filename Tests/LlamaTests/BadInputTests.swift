@@ -89,12 +89,13 @@ final class BadInputTests: XCTestCase {
             if case .unsupportedTensorType(_, "blk.0.attn_q.weight", let type) = $0 { return type.contains("99") }
             return false
         }
-        // A known K-quant this build cannot compute with yet: a clear error, not a crash.
+        // A known type this build cannot compute with (Q8_K, ggml's activation format): a clear
+        // error, not a crash.
         let kquant = try write(tinyModel {
-            $0.tensors[9] = GGUFWriter.Tensor(name: "blk.0.ffn_up.weight", dims: [256, 64], type: .q3_K, data: [UInt8](repeating: 0, count: 64 * 110))
+            $0.tensors[9] = GGUFWriter.Tensor(name: "blk.0.ffn_up.weight", dims: [256, 64], type: .q8_K, data: [UInt8](repeating: 0, count: 64 * 292))
         }, "kquant.gguf")
         expectError({ _ = try Model(path: kquant) }) {
-            if case .unsupportedTensorType(_, "blk.0.ffn_up.weight", "Q3_K") = $0 { return true }
+            if case .unsupportedTensorType(_, "blk.0.ffn_up.weight", "Q8_K") = $0 { return true }
             return false
         }
     }
