@@ -330,55 +330,28 @@ func bf16ToFloat(_ bits: UInt16) -> Float {
     Float(bitPattern: UInt32(bits) << 16)
 }
 
+/// Q4_K, and Q5_K with `fifthBit`: see `dotScaleMinKQ8`.
 @inline(__always)
-func dotQ4_K(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+func dotScaleMinK(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int, fifthBit: Bool) -> Float {
     let halfs = halfTable
     var acc = SIMD8<Float>()
     var offsets: Float = 0
+    let blockBytes = fifthBit ? 176 : 144, qs = fifthBit ? 48 : 16
     for sb in 0..<(n / 256) {
-        let block = w + sb * 144
-        let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
-        let (sc, mn) = q4KScales(block + 4)
-        for pair in 0..<4 {
-            for k in 0..<2 {
-                let j = 2 * pair + k
-                let xp = x + sb * 256 + j * 32
-                var s = SIMD8<Float>(), xs = SIMD8<Float>()
-                for g in 0..<4 {
-                    let b = SIMD8<Int32>(truncatingIfNeeded: block.loadUnaligned(fromByteOffset: 16 + pair * 32 + g * 8, as: SIMD8<UInt8>.self))
-                    let q = SIMD8<Float>(k == 0 ? b & 15 : b &>> 4)
-                    s.addProduct(q, loadF32x8(xp + g * 8))
-                    xs += loadF32x8(xp + g * 8)
-                }
-                acc.addProduct(s, SIMD8<Float>(repeating: d * Float(sc[j])))
-                offsets += dmin * Float(mn[j]) * xs.sum()
-            }
-        }
-    }
-    return acc.sum() - offsets
-}
-
-/// Q5_K: 256-element super-blocks { half d, dmin; uint8 scales[12]; uint8 qh[32]; uint8 qs[128] }:
-/// Q4_K's scales, mins and nibbles, and a fifth bit for element l of sub-block j in bit j of
-/// qh[l] (ggml `dequantize_row_q5_K`).
-@inline(__always)
-func dotQ5_K(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    let halfs = halfTable
-    var acc = SIMD8<Float>()
-    var offsets: Float = 0
-    for sb in 0..<(n / 256) {
-        let block = w + sb * 176
+        let block = w + sb * blockBytes
         let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
         let (sc, mn) = q4KScales(block + 4)
         for j in 0..<8 {
-            let pair = j / 2
             let xp = x + sb * 256 + j * 32
             var s = SIMD8<Float>(), xs = SIMD8<Float>()
             for g in 0..<4 {
-                let b = SIMD8<Int32>(truncatingIfNeeded: block.loadUnaligned(fromByteOffset: 48 + pair * 32 + g * 8, as: SIMD8<UInt8>.self))
-                let h = SIMD8<Int32>(truncatingIfNeeded: block.loadUnaligned(fromByteOffset: 16 + g * 8, as: SIMD8<UInt8>.self))
-                let q = SIMD8<Float>((j % 2 == 0 ? b & 15 : b &>> 4) | (((h &>> Int32(j)) & 1) &<< 4))
-                s.addProduct(q, loadF32x8(xp + g * 8))
+                let b = SIMD8<Int32>(truncatingIfNeeded: block.loadUnaligned(fromByteOffset: qs + (j / 2) * 32 + g * 8, as: SIMD8<UInt8>.self))
+                var levels = j % 2 == 0 ? b & 15 : b &>> 4
+                if fifthBit {
+                    let h = SIMD8<Int32>(truncatingIfNeeded: block.loadUnaligned(fromByteOffset: 16 + g * 8, as: SIMD8<UInt8>.self))
+                    levels |= ((h &>> Int32(j)) & 1) &<< 4
+                }
+                s.addProduct(SIMD8<Float>(levels), loadF32x8(xp + g * 8))
                 xs += loadF32x8(xp + g * 8)
             }
             acc.addProduct(s, SIMD8<Float>(repeating: d * Float(sc[j])))
@@ -388,8 +361,8 @@ func dotQ5_K(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Floa
     return acc.sum() - offsets
 }
 
-/// Q2_K, Q3_K and IQ4_NL through one decoded block at a time (the portable path; AVX2 builds
-/// use the integer kernels).
+/// Q2_K, Q3_K, Q6_K and IQ4_NL through one decoded block at a time, on the stack (the portable
+/// path; AVX2 builds use the integer kernels).
 @inline(__always)
 func dotDecoded(_ type: TensorType, _ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
     let size = type.blockSize
@@ -427,17 +400,6 @@ func q3KScales(_ p: UnsafeRawPointer) -> SIMD16<Int8> {
     let shifts = SIMD16<UInt8>(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6)
     let six = low | (((repeated &>> shifts) & 3) &<< 4)
     return unsafeBitCast(six &- 32, to: SIMD16<Int8>.self)
-}
-
-@inline(__always)
-func dotQ6_K(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var total: Float = 0
-    var row = [Float](repeating: 0, count: 256)
-    for sb in 0..<(n / 256) {
-        row.withUnsafeMutableBufferPointer { dequantizeQ6_K(w + sb * 210, $0.baseAddress!) }
-        total += row.withUnsafeBufferPointer { dotF32(UnsafeRawPointer($0.baseAddress!), x + sb * 256, 256) }
-    }
-    return total
 }
 
 /// One Q6_K super-block (256 values) → floats (ggml `dequantize_row_q6_K`).
@@ -545,10 +507,9 @@ public func dot(_ type: TensorType, _ w: UnsafeRawPointer, _ x: UnsafePointer<Fl
     case .q4_1: dotQ4_1(w, x, n)
     case .q5_0: dotQ5(w, x, n, withMin: false)
     case .q5_1: dotQ5(w, x, n, withMin: true)
-    case .q4_K: dotQ4_K(w, x, n)
-    case .q5_K: dotQ5_K(w, x, n)
-    case .q6_K: dotQ6_K(w, x, n)
-    case .q2_K, .q3_K, .iq4_nl: dotDecoded(type, w, x, n)
+    case .q4_K: dotScaleMinK(w, x, n, fifthBit: false)
+    case .q5_K: dotScaleMinK(w, x, n, fifthBit: true)
+    case .q2_K, .q3_K, .q6_K, .iq4_nl: dotDecoded(type, w, x, n)
     default: preconditionFailure("no kernel for \(type); loaders reject it")
     }
 }

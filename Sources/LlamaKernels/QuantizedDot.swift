@@ -209,15 +209,16 @@ private func dotBlocks(_ w: UnsafeRawPointer, _ x: Q8Activations, blockBytes: In
 
 /// Q4_K: 256-element super-blocks { half d, dmin; uint8 scales[12]; uint8 qs[128] }: eight
 /// sub-blocks of 32 with 6-bit scales and mins, x = d·sc·q − dmin·m (ggml `dequantize_row_q4_K`).
+/// Q5_K (`fifthBit`) adds uint8 qh[32] before qs: element l of sub-block j has bit j of qh[l].
 /// Scales, mins and the activation scales of a super-block are combined 8 lanes at a time.
 @inline(__always)
-func dotQ4_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
+func dotScaleMinKQ8(_ w: UnsafeRawPointer, _ x: Q8Activations, fifthBit: Bool) -> Float {
     let halfs = halfTable
     var acc = _mm256_setzero_ps()
     var offsets = SIMD8<Float>()
-    let mask = _mm256_set1_epi8(0x0F)
+    let blockBytes = fifthBit ? 176 : 144
     for sb in 0..<(x.count / 256) {
-        let block = w + sb * 144
+        let block = w + sb * blockBytes
         let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
         let (sc, mn) = q4KScales(block + 4)
         let xd = UnsafeRawPointer(x.d + sb * 8).loadUnaligned(as: SIMD8<Float>.self)
@@ -225,53 +226,28 @@ func dotQ4_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
         // d·sc_j·dx_j for each sub-block j, and the offsets dmin·m_j·(dx_j·Σq_j).
         let scales = bytesToFloats(sc) * d * xd
         offsets.addProduct(bytesToFloats(mn) * dmin, xs)
-        let qs = block + 16, xq = x.q + sb * 256
+        var high = fifthBit ? load32(block + 16) : _mm256_setzero_si256()
         for pair in 0..<4 {
-            let bytes = load32(qs + pair * 32)
-            let lo = _mm256_and_si256(bytes, mask)
-            let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask)
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair]), dotU8I8(lo, load32(xq + pair * 64)), acc)
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair + 1]), dotU8I8(hi, load32(xq + pair * 64 + 32)), acc)
-        }
-    }
-    return hsum(acc) - offsets.sum()
-}
-
-/// Q5_K: Q4_K with a fifth bit per value (176-byte super-blocks { half d, dmin; uint8
-/// scales[12]; uint8 qh[32]; uint8 qs[128] }; element l of sub-block j has bit j of qh[l]).
-@inline(__always)
-func dotQ5_KQ8(_ w: UnsafeRawPointer, _ x: Q8Activations) -> Float {
-    let halfs = halfTable
-    var acc = _mm256_setzero_ps()
-    var offsets = SIMD8<Float>()
-    for sb in 0..<(x.count / 256) {
-        let block = w + sb * 176
-        let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
-        let (sc, mn) = q4KScales(block + 4)
-        let xd = UnsafeRawPointer(x.d + sb * 8).loadUnaligned(as: SIMD8<Float>.self)
-        let xs = UnsafeRawPointer(x.s + sb * 8).loadUnaligned(as: SIMD8<Float>.self)
-        // d·sc_j·dx_j for each sub-block j, and the offsets dmin·m_j·(dx_j·Σq_j), as Q4_K.
-        let scales = bytesToFloats(sc) * d * xd
-        offsets.addProduct(bytesToFloats(mn) * dmin, xs)
-        var high = load32(block + 16)
-        for pair in 0..<4 {
-            let (lo, hi) = q5KPair(block, pair, high)
+            let (lo, hi) = scaleMinKPair(block, pair, fifthBit: fifthBit, high)
             let xq = x.q + sb * 256 + pair * 64
             acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair]), dotU8I8(lo, load32(xq)), acc)
             acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * pair + 1]), dotU8I8(hi, load32(xq + 32)), acc)
-            high = _mm256_srli_epi16(high, 2)
+            if fifthBit { high = _mm256_srli_epi16(high, 2) }
         }
     }
     return hsum(acc) - offsets.sum()
 }
 
-/// Sub-blocks 2p and 2p + 1 of a Q5_K super-block as bytes 0-31: the low and high nibbles of
-/// their 32 bytes of qs, with the fifth bits from bits 0 and 1 of `high` (qh shifted right by 2p).
-@inline(__always) private func q5KPair(_ block: UnsafeRawPointer, _ p: Int, _ high: __m256i) -> (__m256i, __m256i) {
+/// Sub-blocks 2p and 2p + 1 of a Q4_K or Q5_K super-block as bytes: the low and high nibbles of
+/// their 32 bytes of qs, and for Q5_K the fifth bits from bits 0 and 1 of `high` (qh shifted
+/// right by 2p).
+@inline(__always) private func scaleMinKPair(_ block: UnsafeRawPointer, _ p: Int, fifthBit: Bool, _ high: __m256i) -> (__m256i, __m256i) {
     let mask = _mm256_set1_epi8(0x0F)
-    let bytes = load32(block + 48 + p * 32)
-    return (_mm256_or_si256(_mm256_and_si256(bytes, mask), _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(1)), 4)),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask), _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(2)), 3)))
+    let bytes = load32(block + (fifthBit ? 48 : 16) + p * 32)
+    let lo = _mm256_and_si256(bytes, mask), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask)
+    if !fifthBit { return (lo, hi) }
+    return (_mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(1)), 4)),
+            _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(2)), 3)))
 }
 
 /// Q2_K and Q3_K, one 32-value activation block k at a time: its values are the 2-bit fields
@@ -410,7 +386,7 @@ func dotQ8x4(_ type: TensorType, _ w: UnsafeRawPointer, _ x0: Q8Activations, _ x
     case .q5_0: return dotBlocksX4(w, x0, x1, x2, x3, blockBytes: 22, withMin: false, q5_0Values)
     case .q5_1: return dotBlocksX4(w, x0, x1, x2, x3, blockBytes: 24, withMin: true, q5_1Values)
     case .q5_K:
-        // As dotQ5_KQ8, each pair of sub-blocks unpacked once for the four inputs.
+        // As dotScaleMinKQ8, each pair of sub-blocks unpacked once for the four inputs.
         var o0 = SIMD8<Float>(), o1 = o0, o2 = o0, o3 = o0
         for sb in 0..<(x0.count / 256) {
             let block = w + sb * 176
@@ -423,7 +399,7 @@ func dotQ8x4(_ type: TensorType, _ w: UnsafeRawPointer, _ x0: Q8Activations, _ x
             o0.addProduct(offset, sx(x0)); o1.addProduct(offset, sx(x1)); o2.addProduct(offset, sx(x2)); o3.addProduct(offset, sx(x3))
             var high = load32(block + 16)
             for pair in 0..<4 {
-                let (lo, hi) = q5KPair(block, pair, high)
+                let (lo, hi) = scaleMinKPair(block, pair, fifthBit: true, high)
                 let o = sb * 256 + pair * 64
                 a0 = _mm256_fmadd_ps(_mm256_set1_ps(s0[2 * pair]), dotU8I8(lo, load32(x0.q + o)), a0)
                 a0 = _mm256_fmadd_ps(_mm256_set1_ps(s0[2 * pair + 1]), dotU8I8(hi, load32(x0.q + o + 32)), a0)
@@ -502,8 +478,8 @@ func dotQ8(_ type: TensorType, _ w: UnsafeRawPointer, _ x: Q8Activations) -> Flo
     case .q5_0: dotBlocks(w, x, blockBytes: 22, withMin: false, q5_0Values)
     case .q5_1: dotBlocks(w, x, blockBytes: 24, withMin: true, q5_1Values)
     case .iq4_nl: dotBlocks(w, x, blockBytes: 18, withMin: false, iq4nlValues)
-    case .q4_K: dotQ4_KQ8(w, x)
-    case .q5_K: dotQ5_KQ8(w, x)
+    case .q4_K: dotScaleMinKQ8(w, x, fifthBit: false)
+    case .q5_K: dotScaleMinKQ8(w, x, fifthBit: true)
     case .q2_K, .q3_K: dotLowBitKQ8(type, w, x)
     case .q6_K: dotQ6_KQ8(w, x)
     default: preconditionFailure("\(type) does not use Q8 activations")
