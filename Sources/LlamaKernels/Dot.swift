@@ -648,16 +648,17 @@ public func quantizeRow(_ type: TensorType, _ x: UnsafePointer<Float>, _ n: Int,
     // C's float → int cast, clamped so NaN or infinite weights give a value instead of a trap.
     func toInt(_ v: Float) -> Int { v.isNaN ? 0 : Int(max(-1024, min(1024, v))) }
     func storeHalf(_ v: Float, _ offset: Int) { dst.storeBytes(of: Float16(v).bitPattern, toByteOffset: offset, as: UInt16.self) }
-    /// A Q5 block's 32 levels (0-31, `level(j)` for element j): low nibbles at `qs` (element j
-    /// and j + 16 share a byte), fifth bits in the uint32 just before them.
-    func storeQ5(_ qs: Int, _ level: (Int) -> Int8) {
+    /// A Q4/Q5 block's 32 levels (`level(j)` for element j) from byte `at`: low nibbles, element j
+    /// and j + 16 sharing a byte; Q5_0/Q5_1 first put the fifth bits in a uint32 (bit j, element j).
+    func storeLevels(_ type: TensorType, _ at: Int, _ level: (Int) -> Int8) {
+        let fifthBit = type == .q5_0 || type == .q5_1, qs = fifthBit ? at + 4 : at
         var high: UInt32 = 0
         for j in 0..<16 {
             let q0 = UInt8(truncatingIfNeeded: level(j)), q1 = UInt8(truncatingIfNeeded: level(j + 16))
             dst.storeBytes(of: (q0 & 0xF) | (q1 & 0xF) << 4, toByteOffset: qs + j, as: UInt8.self)
             high |= UInt32(q0 >> 4 & 1) << UInt32(j) | UInt32(q1 >> 4 & 1) << UInt32(j + 16)
         }
-        dst.storeBytes(of: high, toByteOffset: qs - 4, as: UInt32.self)
+        if fifthBit { dst.storeBytes(of: high, toByteOffset: at, as: UInt32.self) }
     }
     switch type {
     case .f32:
@@ -682,64 +683,35 @@ public func quantizeRow(_ type: TensorType, _ x: UnsafePointer<Float>, _ n: Int,
                 dst.storeBytes(of: Int8(clamping: toInt((xb[j] * id).rounded(.toNearestOrAwayFromZero))), toByteOffset: out + 2 + j, as: Int8.self)
             }
         }
-    case .q4_0:
+    case .q4_0, .q5_0:
+        // d = the block's value of largest magnitude / −8 (−16), q = (x/d + 8.5) (16.5) truncated,
+        // at most 15 (31).
+        let offset: Float = type == .q4_0 ? 8 : 16, rounding = offset + 0.5  // 8.5 or 16.5 in one add, as ggml
         for b in 0..<(n / 32) {
-            let xb = x + b * 32, out = b * 18
+            let xb = x + b * 32, out = b * type.blockBytes
             var amax: Float = 0, signedMax: Float = 0
             for j in 0..<32 where abs(xb[j]) > amax {
                 amax = abs(xb[j])
                 signedMax = xb[j]
             }
-            let d = signedMax / -8, id: Float = d != 0 ? 1 / d : 0
+            let d = signedMax / -offset, id: Float = d != 0 ? 1 / d : 0
             storeHalf(d, out)
-            for j in 0..<16 {
-                let lo = min(15, Int8(clamping: toInt(xb[j] * id + 8.5)))
-                let hi = min(15, Int8(clamping: toInt(xb[16 + j] * id + 8.5)))
-                dst.storeBytes(of: UInt8(truncatingIfNeeded: lo) | UInt8(truncatingIfNeeded: hi) << 4, toByteOffset: out + 2 + j, as: UInt8.self)
-            }
+            storeLevels(type, out + 2) { min(Int8(2 * offset - 1), Int8(clamping: toInt(xb[$0] * id + rounding))) }
         }
-    case .q4_1:
+    case .q4_1, .q5_1:
+        // d = (max − min) / 15 (31), m = min, q = ((x − min)/d + 0.5) truncated.
+        let top: Float = type == .q4_1 ? 15 : 31
         for b in 0..<(n / 32) {
-            let xb = x + b * 32, out = b * 20
+            let xb = x + b * 32, out = b * type.blockBytes
             var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
             for j in 0..<32 {
                 lo = min(lo, xb[j])
                 hi = max(hi, xb[j])
             }
-            let d = (hi - lo) / 15, id: Float = d != 0 ? 1 / d : 0
+            let d = (hi - lo) / top, id: Float = d != 0 ? 1 / d : 0
             storeHalf(d, out)
             storeHalf(lo, out + 2)
-            for j in 0..<16 {
-                let q0 = min(15, Int8(clamping: toInt((xb[j] - lo) * id + 0.5)))
-                let q1 = min(15, Int8(clamping: toInt((xb[16 + j] - lo) * id + 0.5)))
-                dst.storeBytes(of: UInt8(truncatingIfNeeded: q0) | UInt8(truncatingIfNeeded: q1) << 4, toByteOffset: out + 4 + j, as: UInt8.self)
-            }
-        }
-    case .q5_0:
-        // As Q4_0, with 32 levels: d = signed max / −16, q = (x/d + 16.5) truncated, at most 31.
-        for b in 0..<(n / 32) {
-            let xb = x + b * 32, out = b * 22
-            var amax: Float = 0, signedMax: Float = 0
-            for j in 0..<32 where abs(xb[j]) > amax {
-                amax = abs(xb[j])
-                signedMax = xb[j]
-            }
-            let d = signedMax / -16, id: Float = d != 0 ? 1 / d : 0
-            storeHalf(d, out)
-            storeQ5(out + 6) { min(31, Int8(clamping: toInt(xb[$0] * id + 16.5))) }
-        }
-    case .q5_1:
-        for b in 0..<(n / 32) {
-            let xb = x + b * 32, out = b * 24
-            var lo = Float.greatestFiniteMagnitude, hi = -Float.greatestFiniteMagnitude
-            for j in 0..<32 {
-                lo = min(lo, xb[j])
-                hi = max(hi, xb[j])
-            }
-            let d = (hi - lo) / 31, id: Float = d != 0 ? 1 / d : 0
-            storeHalf(d, out)
-            storeHalf(lo, out + 2)
-            storeQ5(out + 8) { min(31, Int8(clamping: toInt((xb[$0] - lo) * id + 0.5))) }
+            storeLevels(type, out + 4) { min(Int8(top), Int8(clamping: toInt((xb[$0] - lo) * id + 0.5))) }
         }
     case .q4_K:
         for b in 0..<(n / 256) { quantizeQ4_K(x + b * 256, dst + b * 144) }
