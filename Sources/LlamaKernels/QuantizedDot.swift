@@ -376,7 +376,8 @@ extension TensorType {
 }
 
 /// One row times four inputs, each weight block unpacked once and multiplied four times (Q5_0,
-/// Q5_1, Q5_K): the same sums as `dotQ8` on each input, in the same order.
+/// Q5_1, Q5_K): `dotQ8`'s sums on each input in the same order (Q5_1's offsets fused into one
+/// rounding per block, as in the 4-row tiles).
 @inline(__always)
 func dotQ8x4(_ type: TensorType, _ w: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
              _ x2: Q8Activations, _ x3: Q8Activations) -> SIMD4<Float> {
