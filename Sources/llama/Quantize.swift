@@ -10,8 +10,9 @@ struct Quantize: ParsableCommand {
             Input: a GGUF file (F32, F16, BF16 or already quantized), a Hugging Face directory or a \
             llama2.c .bin. Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, \
             Q6_K, F16, BF16, F32, encoded with ggml's reference quantizers (no importance matrix) and \
-            chosen per tensor as llama.cpp's llama-quantize chooses: norms stay F32; the output matrix \
-            is Q6_K (Q8_0 in Q8_0 files, or where its rows are not whole 256-blocks); Q4_K_S gives \
+            chosen per tensor as llama.cpp's llama-quantize chooses: norms stay F32; in block-format \
+            files the output matrix is Q6_K (Q8_0 in Q8_0 files, or where its rows are not whole \
+            256-blocks); Q4_K_S gives \
             the first four attn_v and the first eighth of ffn_down Q5_K; the _M types give attn_v and \
             ffn_down Q6_K in the first and last eighths of the layers and every third layer between. \
             Rows that are not whole 256-blocks take Q5_0 for Q4_K, Q5_1 for Q5_K, Q8_0 for Q6_K, and \
