@@ -530,14 +530,16 @@ public func dequantizeRow(_ type: TensorType, _ src: UnsafeRawPointer, _ dst: Un
             let d = loadHalf(halfs, block, 0)
             for j in 0..<32 { dst[b * 32 + j] = d * Float(block.load(fromByteOffset: 2 + j, as: Int8.self)) }
         }
-    case .q4_0:
+    case .q4_0, .iq4_nl:
+        // { half d; uint8 qs[16] }: x = d·(q − 8), or for IQ4_NL d·`iq4nlLevels`[q].
+        @inline(__always) func level(_ q: UInt8) -> Float { type == .q4_0 ? Float(Int(q) - 8) : Float(iq4nlLevels[Int(q)]) }
         for b in 0..<(n / 32) {
             let block = src + b * 18
             let d = loadHalf(halfs, block, 0)
             for j in 0..<16 {
                 let q = block.load(fromByteOffset: 2 + j, as: UInt8.self)
-                dst[b * 32 + j] = d * Float(Int(q & 15) - 8)
-                dst[b * 32 + j + 16] = d * Float(Int(q >> 4) - 8)
+                dst[b * 32 + j] = d * level(q & 15)
+                dst[b * 32 + j + 16] = d * level(q >> 4)
             }
         }
     case .q4_1:
@@ -548,22 +550,6 @@ public func dequantizeRow(_ type: TensorType, _ src: UnsafeRawPointer, _ dst: Un
                 let q = block.load(fromByteOffset: 4 + j, as: UInt8.self)
                 dst[b * 32 + j] = d * Float(q & 15) + m
                 dst[b * 32 + j + 16] = d * Float(q >> 4) + m
-            }
-        }
-    case .q4_K:
-        for sb in 0..<(n / 256) {
-            let block = src + sb * 144
-            let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
-            let (sc, mn) = q4KScales(block + 4)
-            for pair in 0..<4 {
-                let d1 = d * Float(sc[2 * pair]), m1 = dmin * Float(mn[2 * pair])
-                let d2 = d * Float(sc[2 * pair + 1]), m2 = dmin * Float(mn[2 * pair + 1])
-                let out = dst + sb * 256 + pair * 64
-                for l in 0..<32 {
-                    let q = block.load(fromByteOffset: 16 + pair * 32 + l, as: UInt8.self)
-                    out[l] = d1 * Float(q & 0xF) - m1
-                    out[l + 32] = d2 * Float(q >> 4) - m2
-                }
             }
         }
     case .q5_0, .q5_1:
@@ -581,34 +567,27 @@ public func dequantizeRow(_ type: TensorType, _ src: UnsafeRawPointer, _ dst: Un
                 dst[b * 32 + j + 16] = withMin ? d * Float(q1) + m : d * Float(q1 - 16)
             }
         }
-    case .q5_K:
+    case .q4_K, .q5_K:
+        // Eight sub-blocks of 32, x = d·sc·q − dmin·m; sub-blocks 2p and 2p + 1 share 32 bytes of
+        // nibbles; Q5_K's fifth bit of element l of sub-block j is bit j of qh[l].
+        let fifthBit = type == .q5_K, blockBytes = fifthBit ? 176 : 144, qs = fifthBit ? 48 : 16
         for sb in 0..<(n / 256) {
-            let block = src + sb * 176
+            let block = src + sb * blockBytes
             let d = loadHalf(halfs, block, 0), dmin = loadHalf(halfs, block, 2)
             let (sc, mn) = q4KScales(block + 4)
             for j in 0..<8 {
                 let dj = d * Float(sc[j]), mj = dmin * Float(mn[j])
                 let out = dst + sb * 256 + j * 32
                 for l in 0..<32 {
-                    let q = block.load(fromByteOffset: 48 + (j / 2) * 32 + l, as: UInt8.self)
-                    let h = block.load(fromByteOffset: 16 + l, as: UInt8.self)
-                    out[l] = dj * Float((j % 2 == 0 ? q & 0xF : q >> 4) + ((h >> UInt8(j)) & 1) * 16) - mj
+                    let q = block.load(fromByteOffset: qs + (j / 2) * 32 + l, as: UInt8.self)
+                    var level = j % 2 == 0 ? q & 0xF : q >> 4
+                    if fifthBit { level += ((block.load(fromByteOffset: 16 + l, as: UInt8.self) >> UInt8(j)) & 1) * 16 }
+                    out[l] = dj * Float(level) - mj
                 }
             }
         }
     case .q6_K:
         for sb in 0..<(n / 256) { dequantizeQ6_K(src + sb * 210, dst + sb * 256) }
-    case .iq4_nl:
-        // { half d; uint8 qs[16] }: Q4_0's nibbles, each an index into `iq4nlLevels`.
-        for b in 0..<(n / 32) {
-            let block = src + b * 18
-            let d = loadHalf(halfs, block, 0)
-            for j in 0..<16 {
-                let q = block.load(fromByteOffset: 2 + j, as: UInt8.self)
-                dst[b * 32 + j] = d * Float(iq4nlLevels[Int(q & 15)])
-                dst[b * 32 + j + 16] = d * Float(iq4nlLevels[Int(q >> 4)])
-            }
-        }
     case .q2_K:
         // { uint8 scales[16] (scale low nibble, min high); uint8 qs[64]; half d, dmin }: 2-bit
         // values, element 32k + l (k = 4h + s) in bits 2s of qs[32h + l]; sub-blocks of 16.
