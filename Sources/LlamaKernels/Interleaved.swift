@@ -19,11 +19,24 @@
 // Q4_1, group of 8 rows, per block b (160 bytes, the same as 8 × 20):
 //   [8 × Float16 d][8 × Float16 m][128 bytes laid out as Q4_0's].
 //
+// Q5_0 and Q5_1, group of 8 rows, per block b (176 and 192 bytes, the same as 8 × 22, 8 × 24):
+//   [8 × Float16 d][Q5_1: 8 × Float16 m][32 bytes fifth bits: row r × 4 bytes][128 bytes laid out as Q4_0's]
+//   Row r's fifth-bit word holds at bit 8k + 2c + h the fifth bit of the element whose nibble is
+//   byte k of chunk c, low (h = 0) or high (h = 1) nibble: shifting it left by 4 − 2c − h puts
+//   the bits of one chunk's 4 elements at bit 4 of each byte, so one shift and one mask give the
+//   value 16 to OR into 4 nibbles of each row (see `FifthBits`).
+//
 // Q4_K, group of 8 rows, per super-block (1,184 bytes; 8 × 144 plus 32 for unpacked scales):
 //   [8 × Float16 d][8 × Float16 dmin][64 bytes scales: sub-block j × row r]
 //   [64 bytes mins: sub-block j × row r][1,024 bytes: pair p (0..<4) × chunk c (0..<8) × row r × 4 bytes]
 //   chunk c of pair p of row r holds bytes 32p+4c..<32p+4c+4 of the row's 128 bytes of nibbles:
 //   low nibbles are elements 64p+4c..<+4 (sub-block 2p), high nibbles 64p+32+4c..<+4 (2p+1).
+//
+// Q5_K, group of 8 rows, per super-block (1,440 bytes; 8 × 176 plus 32 for unpacked scales):
+//   [160 bytes as Q4_K's], then per pair p (0..<4) 320 bytes: [64 bytes fifth bits: half v (0..<2)
+//   × row r × 4 bytes][256 bytes nibbles laid out as Q4_K's pair p]; word v of row r holds at bit
+//   8k + 2c + h the fifth bit of byte k of chunk 4v + c, low or high nibble, as Q5_0's. Each
+//   pair's bits sit next to its nibbles (one stream, as Q6_K's groups below).
 
 // Q6_K, group of 8 rows, per super-block (1,680 bytes, the same as 8 × 210), with u = q + 32
 // the unsigned 6-bit value of element e (ggml `dequantize_row_q6_K`):
@@ -67,7 +80,10 @@ extension TensorType {
         case .q8_0: return cols / 32 * 272
         case .q4_0: return cols / 32 * 144
         case .q4_1: return cols / 32 * 160
+        case .q5_0: return cols / 32 * 176
+        case .q5_1: return cols / 32 * 192
         case .q4_K: return cols / 256 * 1184
+        case .q5_K: return cols / 256 * 1440
         case .q6_K: return cols / 256 * 1680
         default: return nil
         }
@@ -92,7 +108,10 @@ extension Matrix {
             case .q8_0: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 8)
             case .q4_0: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4)
             case .q4_1: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4, halves: 2)
+            case .q5_0: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4, fifthBits: true)
+            case .q5_1: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4, halves: 2, fifthBits: true)
             case .q4_K: interleaveQ4_K(src, source.rowBytes, dst, superBlocks: source.cols / 256)
+            case .q5_K: interleaveQ4_K(src, source.rowBytes, dst, superBlocks: source.cols / 256, fifthBits: true)
             case .q6_K: interleaveQ6_K(src, source.rowBytes, dst, superBlocks: source.cols / 256)
             default: preconditionFailure()
             }
@@ -109,18 +128,28 @@ extension Matrix {
         }
         let group = data + r / 8 * groupBytes, lane = r % 8
         switch type {
-        case .q8_0, .q4_0, .q4_1:
-            let blockBytes = type.blockBytes, halves = type == .q4_1 ? 2 : 1, chunks = (blockBytes - 2 * halves) / 4
+        case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1:
+            let blockBytes = type.blockBytes, halves = type == .q4_1 || type == .q5_1 ? 2 : 1
+            let fifth = type == .q5_0 || type == .q5_1, chunks = type == .q8_0 ? 8 : 4
+            let qs = 2 * halves + (fifth ? 4 : 0)
             for b in 0..<(cols / 32) {
                 let src = group + b * 8 * blockBytes, out = dst + b * blockBytes
                 for h in 0..<halves { (out + 2 * h).copyMemory(from: src + 16 * h + 2 * lane, byteCount: 2) }
+                if fifth {
+                    let word = src.loadUnaligned(fromByteOffset: 16 * halves + 4 * lane, as: UInt32.self)
+                    var qh: UInt32 = 0
+                    for (bit, e) in FifthBits.block where word >> bit & 1 != 0 { qh |= 1 << e }
+                    out.storeBytes(of: qh, toByteOffset: 2 * halves, as: UInt32.self)
+                }
+                let chunkBase = 16 * halves + (fifth ? 32 : 0)
                 for c in 0..<chunks {
-                    (out + 2 * halves + 4 * c).copyMemory(from: src + 16 * halves + 32 * c + 4 * lane, byteCount: 4)
+                    (out + qs + 4 * c).copyMemory(from: src + chunkBase + 32 * c + 4 * lane, byteCount: 4)
                 }
             }
-        case .q4_K:
+        case .q4_K, .q5_K:
+            let fifth = type == .q5_K, superBytes = fifth ? 1440 : 1184, pairBytes = fifth ? 320 : 256
             for sb in 0..<(cols / 256) {
-                let src = group + sb * 1184, out = dst + sb * 144
+                let src = group + sb * superBytes, out = dst + sb * type.blockBytes
                 out.copyMemory(from: src + 2 * lane, byteCount: 2)
                 (out + 2).copyMemory(from: src + 16 + 2 * lane, byteCount: 2)
                 let sc = (0..<8).map { src.load(fromByteOffset: 32 + 8 * $0 + lane, as: UInt8.self) }
@@ -130,9 +159,22 @@ extension Matrix {
                     out.storeBytes(of: mn[j] | (mn[j + 4] >> 4) << 6, toByteOffset: 8 + j, as: UInt8.self)
                     out.storeBytes(of: (sc[j + 4] & 15) | (mn[j + 4] & 15) << 4, toByteOffset: 12 + j, as: UInt8.self)
                 }
+                let qs = fifth ? 48 : 16
                 for p in 0..<4 {
+                    let pair = src + 160 + pairBytes * p, nibbles = pair + (fifth ? 64 : 0)
                     for c in 0..<8 {
-                        (out + 16 + 32 * p + 4 * c).copyMemory(from: src + 160 + 256 * p + 32 * c + 4 * lane, byteCount: 4)
+                        (out + qs + 32 * p + 4 * c).copyMemory(from: nibbles + 32 * c + 4 * lane, byteCount: 4)
+                    }
+                    guard fifth else { continue }
+                    // qh[l] bit 2p + h is the fifth bit of element 64p + 32h + l.
+                    if p == 0 { (out + 16).initializeMemory(as: UInt8.self, repeating: 0, count: 32) }
+                    for v in 0..<2 {
+                        let word = pair.loadUnaligned(fromByteOffset: 32 * v + 4 * lane, as: UInt32.self)
+                        for (bit, e) in FifthBits.pair[v] where word >> bit & 1 != 0 {
+                            let l = e % 32, h = e / 32
+                            let qh = out.load(fromByteOffset: 16 + l, as: UInt8.self)
+                            out.storeBytes(of: qh | UInt8(1 << (2 * p + h)), toByteOffset: 16 + l, as: UInt8.self)
+                        }
                     }
                 }
             }
@@ -158,28 +200,62 @@ extension Matrix {
     }
 }
 
-/// The 32-element block formats: `halves` leading Float16 values per block (d; Q4_1: d, m),
-/// then `chunks` chunks of 4 bytes (Q8_0: 8, Q4_0 and Q4_1: 4).
+/// Where the fifth bits of Q5_0, Q5_1 and Q5_K sit in the interleaved layouts: a 32-bit word per
+/// row for 4 chunks of 4 nibble bytes, bit 8k + 2c + h for byte k of chunk c, low (h = 0) or
+/// high (h = 1) nibble.
+enum FifthBits {
+    /// (bit of the word, element) for Q5_0 and Q5_1: one word per block, whose chunk c holds
+    /// elements 4c + k (low nibbles) and 16 + 4c + k (high).
+    static let block = layout { c, h, k in 16 * h + 4 * c + k }
+
+    /// (bit of word v, element of the pair's 64) for Q5_K: two words per pair of sub-blocks, word
+    /// v for chunks 4v + c, which hold elements 4(4v + c) + k (low nibbles) and 32 + 4(4v + c) + k.
+    static let pair = [0, 1].map { v in layout { c, h, k in 32 * h + 4 * (4 * v + c) + k } }
+
+    private static func layout(_ element: (Int, Int, Int) -> Int) -> [(bit: Int, element: Int)] {
+        var pairs: [(bit: Int, element: Int)] = []
+        for c in 0..<4 {
+            for h in 0..<2 {
+                for k in 0..<4 { pairs.append((8 * k + 2 * c + h, element(c, h, k))) }
+            }
+        }
+        return pairs
+    }
+}
+
+/// The 32-element block formats: `halves` leading Float16 values per block (d; Q4_1, Q5_1: d,
+/// m), the fifth bits (Q5_0, Q5_1: uint32 qh, bit e for element e), then `chunks` chunks of 4
+/// bytes (Q8_0: 8, Q4 and Q5: 4).
 private func interleaveBlocks(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: UnsafeMutableRawPointer, blocks: Int,
-                              chunks: Int, halves: Int = 1) {
-    let blockBytes = 2 * halves + 4 * chunks
+                              chunks: Int, halves: Int = 1, fifthBits: Bool = false) {
+    let bitBytes = fifthBits ? 4 : 0, blockBytes = 2 * halves + bitBytes + 4 * chunks
     for b in 0..<blocks {
         let out = dst + b * 8 * blockBytes
         for r in 0..<8 {
             let block = src + r * rowBytes + b * blockBytes
             for h in 0..<halves { (out + 16 * h + 2 * r).copyMemory(from: block + 2 * h, byteCount: 2) }
+            if fifthBits {
+                let qh = block.loadUnaligned(fromByteOffset: 2 * halves, as: UInt32.self)
+                var word: UInt32 = 0
+                for (bit, e) in FifthBits.block where qh >> e & 1 != 0 { word |= 1 << bit }
+                out.storeBytes(of: word, toByteOffset: 16 * halves + 4 * r, as: UInt32.self)
+            }
             for c in 0..<chunks {
-                (out + 16 * halves + 32 * c + 4 * r).copyMemory(from: block + 2 * halves + 4 * c, byteCount: 4)
+                (out + 16 * halves + 8 * bitBytes + 32 * c + 4 * r).copyMemory(from: block + 2 * halves + bitBytes + 4 * c, byteCount: 4)
             }
         }
     }
 }
 
-private func interleaveQ4_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: UnsafeMutableRawPointer, superBlocks: Int) {
+/// Q4_K, or Q5_K with `fifthBits` (uint8 qh[32] after the scales: bit 2p + h of qh[l] for
+/// element 64p + 32h + l).
+private func interleaveQ4_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: UnsafeMutableRawPointer, superBlocks: Int,
+                            fifthBits: Bool = false) {
+    let superBytes = fifthBits ? 1440 : 1184, pairBytes = fifthBits ? 320 : 256, blockBytes = fifthBits ? 176 : 144
     for sb in 0..<superBlocks {
-        let out = dst + sb * 1184
+        let out = dst + sb * superBytes
         for r in 0..<8 {
-            let block = src + r * rowBytes + sb * 144
+            let block = src + r * rowBytes + sb * blockBytes
             (out + 2 * r).copyMemory(from: block, byteCount: 2)
             (out + 16 + 2 * r).copyMemory(from: block + 2, byteCount: 2)
             let (sc, mn) = q4KScales(block + 4)
@@ -187,9 +263,20 @@ private func interleaveQ4_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: Uns
                 out.storeBytes(of: sc[j], toByteOffset: 32 + 8 * j + r, as: UInt8.self)
                 out.storeBytes(of: mn[j], toByteOffset: 96 + 8 * j + r, as: UInt8.self)
             }
+            let qs = block + (fifthBits ? 48 : 16)
             for p in 0..<4 {
+                let pair = out + 160 + pairBytes * p, nibbles = pair + (fifthBits ? 64 : 0)
                 for c in 0..<8 {
-                    (out + 160 + 256 * p + 32 * c + 4 * r).copyMemory(from: block + 16 + 32 * p + 4 * c, byteCount: 4)
+                    (nibbles + 32 * c + 4 * r).copyMemory(from: qs + 32 * p + 4 * c, byteCount: 4)
+                }
+                guard fifthBits else { continue }
+                for v in 0..<2 {
+                    var word: UInt32 = 0
+                    for (bit, e) in FifthBits.pair[v] {
+                        let qh = block.load(fromByteOffset: 16 + e % 32, as: UInt8.self)
+                        if qh >> (2 * p + e / 32) & 1 != 0 { word |= 1 << bit }
+                    }
+                    pair.storeBytes(of: word, toByteOffset: 32 * v + 4 * r, as: UInt32.self)
                 }
             }
         }
@@ -347,9 +434,60 @@ func gemm4Q8_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
     return (a0, a1, a2, a3)
 }
 
-/// Σ q·x over one Q4_0 block of 8 interleaved rows (q unsigned), as 8 int32 lanes, one per row.
+/// `s` (int32 lanes) plus `u0·x0 + u1·x1` summed in fours per lane; for 5-bit values (u < 32),
+/// whose four products may not fit int16 lanes more than once: without VNNI the two `maddubs`
+/// (at most 4 × 31 × 127 per lane) are widened at once.
+@inline(__always) private func mac2(_ s: __m256i, _ u0: __m256i, _ x0: __m256i, _ u1: __m256i, _ x1: __m256i) -> __m256i {
+    #if LLAMA_VNNI
+    _mm256_mask_dpbusd_epi32(_mm256_mask_dpbusd_epi32(s, 0xFF, u0, x0), 0xFF, u1, x1)
+    #else
+    _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(u0, x0), _mm256_maddubs_epi16(u1, x1)),
+                                          _mm256_set1_epi16(1)))
+    #endif
+}
+
+/// The fifth bits of chunk `c`'s low and high nibbles from a row-per-lane fifth-bit word
+/// (`FifthBits`: bits 8k + 2c and 8k + 2c + 1), as 16 in each byte, to OR into the nibbles.
+@inline(__always) private func fifthBits(_ w: __m256i, _ c: Int) -> (__m256i, __m256i) {
+    let sixteen = _mm256_set1_epi8(0x10)
+    @inline(__always) func bitFour(_ shift: Int) -> __m256i {
+        let v = shift > 0 ? _mm256_slli_epi32(w, Int32(shift)) : shift < 0 ? _mm256_srli_epi32(w, Int32(-shift)) : w
+        return _mm256_and_si256(v, sixteen)
+    }
+    return (bitFour(4 - 2 * c), bitFour(3 - 2 * c))
+}
+
+/// Layout of an interleaved group of the 32-element 4- and 5-bit formats (Q4_0, Q4_1, Q5_0,
+/// Q5_1): the bytes of one block of 8 rows, and where its parts start.
+private struct NibbleBlocks {
+    /// Q4_1, Q5_1: x = d·q + m with q unsigned; Q4_0, Q5_0: x = d·(q − zero).
+    let withMin: Bool, fifth: Bool
+    var bytes: Int { 144 + (withMin ? 16 : 0) + (fifth ? 32 : 0) }
+    var bits: Int { withMin ? 32 : 16 }
+    var qs: Int { bits + (fifth ? 32 : 0) }
+    var zero: Int32 { fifth ? 16 : 8 }
+
+    @inline(__always) init(_ type: TensorType) {
+        withMin = type == .q4_1 || type == .q5_1
+        fifth = type == .q5_0 || type == .q5_1
+    }
+}
+
+/// Σ q·x over one block of 8 interleaved rows (q unsigned: the nibble, plus 16 for a set fifth
+/// bit), as 8 int32 lanes, one per row.
 @inline(__always)
-private func q4_0BlockSums(_ qs: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mask: __m256i) -> __m256i {
+private func nibbleBlockSums(_ f: NibbleBlocks, _ block: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mask: __m256i) -> __m256i {
+    let qs = block + f.qs
+    if f.fifth {
+        let w = load32(block + f.bits)
+        var s = _mm256_setzero_si256()
+        for c in 0..<4 {
+            let v = load32(qs + 32 * c), (fl, fh) = fifthBits(w, c)
+            s = mac2(s, _mm256_or_si256(_mm256_and_si256(v, mask), fl), broadcast4(xq + 4 * c),
+                     _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask), fh), broadcast4(xq + 16 + 4 * c))
+        }
+        return s
+    }
     var s = _mm256_setzero_si256()
     for c in 0..<4 {
         let v = load32(qs + 32 * c)
@@ -360,75 +498,73 @@ private func q4_0BlockSums(_ qs: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mas
     return widen(s)
 }
 
-/// 8 rows of Q4_0 (one interleaved group) · one quantized input: the 8 dot products.
+/// 8 rows of Q4_0, Q4_1, Q5_0 or Q5_1 (one interleaved group) · one quantized input: the 8 dot
+/// products. Q4_0/Q5_0: Σ(q − zero)·x = Σq·x − zero·Σx, exact in int32; Q4_1/Q5_1:
+/// d·dx·Σq·x + m·(dx·Σx) per block (ggml's q4_1·q8_1), the offsets summed apart and added last.
 @inline(__always)
-func gemvQ4_0x8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
-    let mask = _mm256_set1_epi8(0x0F)
-    var acc = _mm256_setzero_ps()
-    for b in 0..<(x.count / 32) {
-        let block = group + b * 144
-        // Σ(q − 8)·x = Σq·x − 8·Σx, exact in int32.
-        let sums = _mm256_sub_epi32(q4_0BlockSums(block + 16, x.q + b * 32, mask), _mm256_set1_epi32(8 * x.blockSum(b)))
-        let scales = _mm256_mul_ps(halves8(block), _mm256_set1_ps(x.d[b]))
-        acc = _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(sums), acc)
-    }
-    return acc
-}
-
-/// 8 rows of Q4_1 · one quantized input: d·dx·Σq·x + m·(dx·Σx) per block (ggml's q4_1·q8_1).
-@inline(__always)
-func gemvQ4_1x8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
-    let mask = _mm256_set1_epi8(0x0F)
+func gemvNibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
+    let f = NibbleBlocks(type), mask = _mm256_set1_epi8(0x0F)
     var acc = _mm256_setzero_ps(), offsets = _mm256_setzero_ps()
     for b in 0..<(x.count / 32) {
-        let block = group + b * 160
-        let sums = q4_0BlockSums(block + 32, x.q + b * 32, mask)
+        let block = group + b * f.bytes
+        var sums = nibbleBlockSums(f, block, x.q + b * 32, mask)
+        if f.withMin {
+            offsets = _mm256_fmadd_ps(halves8(block + 16), _mm256_set1_ps(x.s[b]), offsets)
+        } else {
+            sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(f.zero * x.blockSum(b)))
+        }
         acc = _mm256_fmadd_ps(_mm256_mul_ps(halves8(block), _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(sums), acc)
-        offsets = _mm256_fmadd_ps(halves8(block + 16), _mm256_set1_ps(x.s[b]), offsets)
     }
-    return _mm256_add_ps(acc, offsets)
+    return f.withMin ? _mm256_add_ps(acc, offsets) : acc
 }
 
-/// 8 rows of Q4_0 (or Q4_1) · 4 quantized inputs: each weight byte is unpacked once for all four.
+/// 8 rows of Q4_0, Q4_1, Q5_0 or Q5_1 · 4 quantized inputs: each weight byte is unpacked once
+/// for all four. Each input's sums and their scaling follow `gemvNibblesx8` step for step.
 @inline(__always)
-func gemm4Q4_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
-                 _ x3: Q8Activations, q4_1: Bool = false) -> (__m256, __m256, __m256, __m256) {
-    let mask = _mm256_set1_epi8(0x0F)
-    let blockBytes = q4_1 ? 160 : 144, qsOffset = q4_1 ? 32 : 16
+func gemm4Nibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
+                    _ x2: Q8Activations, _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
+    let f = NibbleBlocks(type), mask = _mm256_set1_epi8(0x0F)
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for b in 0..<(x0.count / 32) {
-        let block = group + b * blockBytes
+        let block = group + b * f.bytes
         let o = b * 32
         let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
         let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
         var s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0
+        let w = f.fifth ? load32(block + f.bits) : s0
         for c in 0..<4 {
-            let v = load32(block + qsOffset + 32 * c)
-            let lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)
-            s0 = mac(mac(s0, lo, broadcast4(p0 + 4 * c)), hi, broadcast4(p0 + 16 + 4 * c))
-            s1 = mac(mac(s1, lo, broadcast4(p1 + 4 * c)), hi, broadcast4(p1 + 16 + 4 * c))
-            s2 = mac(mac(s2, lo, broadcast4(p2 + 4 * c)), hi, broadcast4(p2 + 16 + 4 * c))
-            s3 = mac(mac(s3, lo, broadcast4(p3 + 4 * c)), hi, broadcast4(p3 + 16 + 4 * c))
+            let v = load32(block + f.qs + 32 * c)
+            var lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)
+            if f.fifth {
+                let (fl, fh) = fifthBits(w, c)
+                lo = _mm256_or_si256(lo, fl); hi = _mm256_or_si256(hi, fh)
+                s0 = mac2(s0, lo, broadcast4(p0 + 4 * c), hi, broadcast4(p0 + 16 + 4 * c))
+                s1 = mac2(s1, lo, broadcast4(p1 + 4 * c), hi, broadcast4(p1 + 16 + 4 * c))
+                s2 = mac2(s2, lo, broadcast4(p2 + 4 * c), hi, broadcast4(p2 + 16 + 4 * c))
+                s3 = mac2(s3, lo, broadcast4(p3 + 4 * c), hi, broadcast4(p3 + 16 + 4 * c))
+            } else {
+                s0 = mac(mac(s0, lo, broadcast4(p0 + 4 * c)), hi, broadcast4(p0 + 16 + 4 * c))
+                s1 = mac(mac(s1, lo, broadcast4(p1 + 4 * c)), hi, broadcast4(p1 + 16 + 4 * c))
+                s2 = mac(mac(s2, lo, broadcast4(p2 + 4 * c)), hi, broadcast4(p2 + 16 + 4 * c))
+                s3 = mac(mac(s3, lo, broadcast4(p3 + 4 * c)), hi, broadcast4(p3 + 16 + 4 * c))
+            }
         }
         let d = halves8(block)
         @inline(__always) func finish(_ s: __m256i, _ x: Q8Activations, _ acc: inout __m256) {
-            if q4_1 {
-                // Q4_1: q unsigned; the block offsets m·(dx·Σx) are summed apart, below.
-                acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(widen(s)), acc)
-            } else {
-                let sums = _mm256_sub_epi32(widen(s), _mm256_set1_epi32(8 * x.blockSum(b)))
-                acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(sums), acc)
-            }
+            var sums = f.fifth ? s : widen(s)
+            // Q4_1/Q5_1: q unsigned; the block offsets m·(dx·Σx) are summed apart, below.
+            if !f.withMin { sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(f.zero * x.blockSum(b))) }
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(sums), acc)
         }
         finish(s0, x0, &a0); finish(s1, x1, &a1); finish(s2, x2, &a2); finish(s3, x3, &a3)
     }
-    if q4_1 {
-        // Offsets in their own sums, added last, exactly as gemvQ4_1x8 (and ggml) adds them: a
-        // row's result must not depend on whether it came in a tile of four or alone (the
+    if f.withMin {
+        // Offsets in their own sums, added last, exactly as gemvNibblesx8 (and ggml) adds them:
+        // a row's result must not depend on whether it came in a tile of four or alone (the
         // server's batches change size every step; seeds must still reproduce).
         var o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0
         for b in 0..<(x0.count / 32) {
-            let m = halves8(group + b * blockBytes + 16)
+            let m = halves8(group + b * f.bytes + 16)
             o0 = _mm256_fmadd_ps(m, _mm256_set1_ps(x0.s[b]), o0); o1 = _mm256_fmadd_ps(m, _mm256_set1_ps(x1.s[b]), o1)
             o2 = _mm256_fmadd_ps(m, _mm256_set1_ps(x2.s[b]), o2); o3 = _mm256_fmadd_ps(m, _mm256_set1_ps(x3.s[b]), o3)
         }
@@ -437,34 +573,66 @@ func gemm4Q4_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
     return (a0, a1, a2, a3)
 }
 
-/// Σ q·x of the two sub-blocks of pair `p` of a Q4_K super-block of 8 interleaved rows, as
-/// int16 pairs (each lane at most 8 × 2 × 15 × 127).
-@inline(__always)
-private func q4_KPairSums(_ qs: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mask: __m256i) -> (__m256i, __m256i) {
-    var lo16 = _mm256_setzero_si256(), hi16 = lo16
-    for c in 0..<8 {
-        let v = load32(qs + 32 * c)
-        lo16 = mac(lo16, _mm256_and_si256(v, mask), broadcast4(xq + 4 * c))
-        hi16 = mac(hi16, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask), broadcast4(xq + 32 + 4 * c))
-    }
-    return (lo16, hi16)
+/// Byte offsets in an interleaved Q4_K or Q5_K group: a super-block, and pair p's fifth bits
+/// (Q5_K) and nibbles.
+private struct ScaleMinBlocks {
+    let fifth: Bool
+    var bytes: Int { fifth ? 1440 : 1184 }
+    @inline(__always) func bits(_ p: Int) -> Int { 160 + 320 * p }
+    @inline(__always) func qs(_ p: Int) -> Int { fifth ? 224 + 320 * p : 160 + 256 * p }
+
+    @inline(__always) init(_ type: TensorType) { fifth = type == .q5_K }
 }
 
-/// 8 rows of Q4_K · one quantized input. Per sub-block j of 32: d·sc_j·dx_j·Σq·x, minus the
-/// offsets dmin·m_j·(dx_j·Σx_j) (as the one-row kernel computes them).
+/// The values (nibble, plus 16 for a set fifth bit) of chunk `c` of pair `p`: those of
+/// sub-block 2p and of 2p + 1.
 @inline(__always)
-func gemvQ4_Kx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
-    let mask = _mm256_set1_epi8(0x0F)
+private func scaleMinChunk(_ f: ScaleMinBlocks, _ block: UnsafeRawPointer, _ p: Int, _ c: Int, _ mask: __m256i) -> (__m256i, __m256i) {
+    let v = load32(block + f.qs(p) + 32 * c)
+    let lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)
+    guard f.fifth else { return (lo, hi) }
+    let (fl, fh) = fifthBits(load32(block + f.bits(p) + 32 * (c / 4)), c % 4)
+    return (_mm256_or_si256(lo, fl), _mm256_or_si256(hi, fh))
+}
+
+/// Σ q·x of the two sub-blocks of pair `p` of a Q4_K or Q5_K super-block of 8 interleaved rows,
+/// as int32 lanes. Q4_K's sums stay in int16 pairs to the end (each lane at most 8 × 2 × 15 ×
+/// 127); Q5_K's are widened every two chunks (`mac2`).
+@inline(__always)
+private func scaleMinPairSums(_ f: ScaleMinBlocks, _ block: UnsafeRawPointer, _ p: Int, _ xq: UnsafeRawPointer,
+                              _ mask: __m256i) -> (__m256i, __m256i) {
+    var lo = _mm256_setzero_si256(), hi = lo
+    if f.fifth {
+        for c in stride(from: 0, to: 8, by: 2) {
+            let (l0, h0) = scaleMinChunk(f, block, p, c, mask), (l1, h1) = scaleMinChunk(f, block, p, c + 1, mask)
+            lo = mac2(lo, l0, broadcast4(xq + 4 * c), l1, broadcast4(xq + 4 * c + 4))
+            hi = mac2(hi, h0, broadcast4(xq + 32 + 4 * c), h1, broadcast4(xq + 36 + 4 * c))
+        }
+        return (lo, hi)
+    }
+    for c in 0..<8 {
+        let (l, h) = scaleMinChunk(f, block, p, c, mask)
+        lo = mac(lo, l, broadcast4(xq + 4 * c))
+        hi = mac(hi, h, broadcast4(xq + 32 + 4 * c))
+    }
+    return (widen(lo), widen(hi))
+}
+
+/// 8 rows of Q4_K or Q5_K · one quantized input. Per sub-block j of 32: d·sc_j·dx_j·Σq·x,
+/// minus the offsets dmin·m_j·(dx_j·Σx_j) (as the one-row kernel computes them).
+@inline(__always)
+func gemvScaleMinx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
+    let f = ScaleMinBlocks(type), mask = _mm256_set1_epi8(0x0F)
     var acc = _mm256_setzero_ps(), offsets = _mm256_setzero_ps()
     for sb in 0..<(x.count / 256) {
-        let block = group + sb * 1184
+        let block = group + sb * f.bytes
         let d = halves8(block), dmin = halves8(block + 16)
         for p in 0..<4 {
-            let (lo16, hi16) = q4_KPairSums(block + 160 + 256 * p, x.q + sb * 256 + 64 * p, mask)
+            let (lo, hi) = scaleMinPairSums(f, block, p, x.q + sb * 256 + 64 * p, mask)
             for h in 0..<2 {
                 let j = 2 * p + h, xb = sb * 8 + j
                 let scale = _mm256_mul_ps(_mm256_mul_ps(d, bytes8(block + 32 + 8 * j)), _mm256_set1_ps(x.d[xb]))
-                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(widen(h == 0 ? lo16 : hi16)), acc)
+                acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(h == 0 ? lo : hi), acc)
                 offsets = _mm256_fmadd_ps(_mm256_mul_ps(dmin, bytes8(block + 96 + 8 * j)), _mm256_set1_ps(x.s[xb]), offsets)
             }
         }
@@ -472,33 +640,43 @@ func gemvQ4_Kx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
     return _mm256_sub_ps(acc, offsets)
 }
 
-/// 8 rows of Q4_K · 4 quantized inputs.
+/// 8 rows of Q4_K or Q5_K · 4 quantized inputs.
 @inline(__always)
-func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
-                 _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
-    let mask = _mm256_set1_epi8(0x0F)
+func gemm4ScaleMinx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
+                     _ x2: Q8Activations, _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
+    let f = ScaleMinBlocks(type), mask = _mm256_set1_epi8(0x0F)
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for sb in 0..<(x0.count / 256) {
-        let block = group + sb * 1184
+        let block = group + sb * f.bytes
         let d = halves8(block)
         for p in 0..<4 {
-            let qs = block + 160 + 256 * p, o = sb * 256 + 64 * p
+            let o = sb * 256 + 64 * p
             let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
             let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
             var l0 = _mm256_setzero_si256(), l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0, h3 = l0
-            for c in 0..<8 {
-                let v = load32(qs + 32 * c)
-                let lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)
-                l0 = mac(l0, lo, broadcast4(p0 + 4 * c)); h0 = mac(h0, hi, broadcast4(p0 + 32 + 4 * c))
-                l1 = mac(l1, lo, broadcast4(p1 + 4 * c)); h1 = mac(h1, hi, broadcast4(p1 + 32 + 4 * c))
-                l2 = mac(l2, lo, broadcast4(p2 + 4 * c)); h2 = mac(h2, hi, broadcast4(p2 + 32 + 4 * c))
-                l3 = mac(l3, lo, broadcast4(p3 + 4 * c)); h3 = mac(h3, hi, broadcast4(p3 + 32 + 4 * c))
+            if f.fifth {
+                for c in stride(from: 0, to: 8, by: 2) {
+                    let (la, ha) = scaleMinChunk(f, block, p, c, mask), (lb, hb) = scaleMinChunk(f, block, p, c + 1, mask)
+                    @inline(__always) func sums(_ xq: UnsafeRawPointer, _ l: inout __m256i, _ h: inout __m256i) {
+                        l = mac2(l, la, broadcast4(xq + 4 * c), lb, broadcast4(xq + 4 * c + 4))
+                        h = mac2(h, ha, broadcast4(xq + 32 + 4 * c), hb, broadcast4(xq + 36 + 4 * c))
+                    }
+                    sums(p0, &l0, &h0); sums(p1, &l1, &h1); sums(p2, &l2, &h2); sums(p3, &l3, &h3)
+                }
+            } else {
+                for c in 0..<8 {
+                    let (lo, hi) = scaleMinChunk(f, block, p, c, mask)
+                    l0 = mac(l0, lo, broadcast4(p0 + 4 * c)); h0 = mac(h0, hi, broadcast4(p0 + 32 + 4 * c))
+                    l1 = mac(l1, lo, broadcast4(p1 + 4 * c)); h1 = mac(h1, hi, broadcast4(p1 + 32 + 4 * c))
+                    l2 = mac(l2, lo, broadcast4(p2 + 4 * c)); h2 = mac(h2, hi, broadcast4(p2 + 32 + 4 * c))
+                    l3 = mac(l3, lo, broadcast4(p3 + 4 * c)); h3 = mac(h3, hi, broadcast4(p3 + 32 + 4 * c))
+                }
             }
             for h in 0..<2 {
                 let j = 2 * p + h, xb = sb * 8 + j
                 let dsc = _mm256_mul_ps(d, bytes8(block + 32 + 8 * j))
                 @inline(__always) func finish(_ s: __m256i, _ x: Q8Activations, _ acc: inout __m256) {
-                    let sums = _mm256_cvtepi32_ps(widen(s))
+                    let sums = _mm256_cvtepi32_ps(f.fifth ? s : widen(s))
                     acc = _mm256_fmadd_ps(_mm256_mul_ps(dsc, _mm256_set1_ps(x.d[xb])), sums, acc)
                 }
                 finish(h == 0 ? l0 : h0, x0, &a0); finish(h == 0 ? l1 : h1, x1, &a1)
@@ -506,11 +684,11 @@ func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
             }
         }
     }
-    // The offsets dmin·m_j·(dx_j·Σx_j) in their own sums, subtracted last, as gemvQ4_Kx8 does,
-    // so a row gives the same bits in a tile of four as alone.
+    // The offsets dmin·m_j·(dx_j·Σx_j) in their own sums, subtracted last, as gemvScaleMinx8
+    // does, so a row gives the same bits in a tile of four as alone.
     var o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0
     for sb in 0..<(x0.count / 256) {
-        let block = group + sb * 1184
+        let block = group + sb * f.bytes
         let dmin = halves8(block + 16)
         for j in 0..<8 {
             let xb = sb * 8 + j, dmn = _mm256_mul_ps(dmin, bytes8(block + 96 + 8 * j))
@@ -520,7 +698,6 @@ func gemm4Q4_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
     }
     return (_mm256_sub_ps(a0, o0), _mm256_sub_ps(a1, o1), _mm256_sub_ps(a2, o2), _mm256_sub_ps(a3, o3))
 }
-
 
 /// The unsigned 6-bit values of chunks 2p and 2p+1 of a Q6_K group of 8 interleaved rows (see
 /// the layout at the top): `l0`, `l1` the first 16 elements' chunks, `u0`, `u1` the second 16's.
@@ -621,6 +798,39 @@ func gemm4Q6_Kx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
     return (a0, a1, a2, a3)
 }
 
+/// 8 rows (one interleaved group) of `type` · one quantized input. Each case passes its type
+/// as a literal, so the shared kernels are compiled once per format.
+@inline(__always)
+private func gemvx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
+    switch type {
+    case .q8_0: gemvQ8_0x8(group, x)
+    case .q4_0: gemvNibblesx8(.q4_0, group, x)
+    case .q4_1: gemvNibblesx8(.q4_1, group, x)
+    case .q5_0: gemvNibblesx8(.q5_0, group, x)
+    case .q5_1: gemvNibblesx8(.q5_1, group, x)
+    case .q4_K: gemvScaleMinx8(.q4_K, group, x)
+    case .q5_K: gemvScaleMinx8(.q5_K, group, x)
+    default: gemvQ6_Kx8(group, x)
+    }
+}
+
+/// 8 rows of `type` · 4 quantized inputs.
+@inline(__always)
+private func gemm4x8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: UnsafeBufferPointer<Q8Activations>,
+                     _ b: Int) -> (__m256, __m256, __m256, __m256) {
+    let (x0, x1, x2, x3) = (x[b], x[b + 1], x[b + 2], x[b + 3])
+    return switch type {
+    case .q8_0: gemm4Q8_0x8(group, x0, x1, x2, x3)
+    case .q4_0: gemm4Nibblesx8(.q4_0, group, x0, x1, x2, x3)
+    case .q4_1: gemm4Nibblesx8(.q4_1, group, x0, x1, x2, x3)
+    case .q5_0: gemm4Nibblesx8(.q5_0, group, x0, x1, x2, x3)
+    case .q5_1: gemm4Nibblesx8(.q5_1, group, x0, x1, x2, x3)
+    case .q4_K: gemm4ScaleMinx8(.q4_K, group, x0, x1, x2, x3)
+    case .q5_K: gemm4ScaleMinx8(.q5_K, group, x0, x1, x2, x3)
+    default: gemm4Q6_Kx8(group, x0, x1, x2, x3)
+    }
+}
+
 /// Rows `start..<end` (multiples of 8) of an interleaved matrix times every input.
 @inline(__always)
 func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: UnsafeBufferPointer<Q8Activations>,
@@ -635,7 +845,8 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
     // From 8 inputs: at 4 (four sequences decoding together) reading two groups side by side
     // cost about what the wider tile saved (1.1B Q4_0 tg32x4 -2%, the default model +2%), and
     // one input at a time it halved decoding speed (two streams where the prefetcher follows one).
-    if batch >= 8 && wide16 {
+    let hasWide = switch w.type { case .q8_0, .q4_0, .q4_1, .q4_K, .q6_K: true; default: false }
+    if batch >= 8 && wide16 && hasWide {
         while r + 16 <= rows.upperBound {
             let group = w.data + r / 8 * groupBytes
             var b = 0
@@ -654,16 +865,7 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
                 b += 4
             }
             while b < batch {
-                for g in 0..<2 {
-                    let v = switch w.type {
-                    case .q8_0: gemvQ8_0x8(group + g * groupBytes, xq[b])
-                    case .q4_0: gemvQ4_0x8(group + g * groupBytes, xq[b])
-                    case .q4_K: gemvQ4_Kx8(group + g * groupBytes, xq[b])
-                    case .q6_K: gemvQ6_Kx8(group + g * groupBytes, xq[b])
-                    default: gemvQ4_1x8(group + g * groupBytes, xq[b])
-                    }
-                    store(v, b, r + 8 * g)
-                }
+                for g in 0..<2 { store(gemvx8(w.type, group + g * groupBytes, xq[b]), b, r + 8 * g) }
                 b += 1
             }
             r += 16
@@ -674,25 +876,12 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
         let group = w.data + r / 8 * groupBytes
         var b = 0
         while b + 4 <= batch {
-            let v = switch w.type {
-            case .q8_0: gemm4Q8_0x8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
-            case .q4_0: gemm4Q4_0x8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
-            case .q4_1: gemm4Q4_0x8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3], q4_1: true)
-            case .q6_K: gemm4Q6_Kx8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
-            default: gemm4Q4_Kx8(group, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
-            }
+            let v = gemm4x8(w.type, group, xq, b)
             store(v.0, b, r); store(v.1, b + 1, r); store(v.2, b + 2, r); store(v.3, b + 3, r)
             b += 4
         }
         while b < batch {
-            let v = switch w.type {
-            case .q8_0: gemvQ8_0x8(group, xq[b])
-            case .q4_0: gemvQ4_0x8(group, xq[b])
-            case .q4_1: gemvQ4_1x8(group, xq[b])
-            case .q6_K: gemvQ6_Kx8(group, xq[b])
-            default: gemvQ4_Kx8(group, xq[b])
-            }
-            store(v, b, r)
+            store(gemvx8(w.type, group, xq[b]), b, r)
             b += 1
         }
     }

@@ -27,7 +27,7 @@ let wide16 = ProcessInfo.processInfo.environment["LLAMA_SWIFT_WIDE16"] != "0"
     _mm512_set1_epi32(p.loadUnaligned(as: Int32.self))
 }
 
-/// 16 rows (groups `a` and `b`) of Q4_0 or Q4_1 · 4 quantized inputs: `gemm4Q4_0x8` on both
+/// 16 rows (groups `a` and `b`) of Q4_0 or Q4_1 · 4 quantized inputs: `gemm4Nibblesx8` on both
 /// groups at once.
 @inline(__always)
 func gemm4Q4_0x16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
@@ -56,7 +56,7 @@ func gemm4Q4_0x16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activati
         finish(s0, x0, &a0); finish(s1, x1, &a1); finish(s2, x2, &a2); finish(s3, x3, &a3)
     }
     if q4_1 {
-        // The offsets in their own sums, added last, as gemm4Q4_0x8 adds them.
+        // The offsets in their own sums, added last, as gemm4Nibblesx8 adds them.
         var o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0
         for k in 0..<(x0.count / 32) {
             let m = halves16(a + k * blockBytes + 16, b + k * blockBytes + 16)
@@ -101,7 +101,7 @@ func gemm4Q8_0x16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activati
     return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(both))
 }
 
-/// 16 rows of Q4_K · 4 quantized inputs: `gemm4Q4_Kx8` on two groups at once.
+/// 16 rows of Q4_K · 4 quantized inputs: `gemm4ScaleMinx8` on two groups at once.
 @inline(__always)
 func gemm4Q4_Kx16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
                   _ x2: Q8Activations, _ x3: Q8Activations) -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
@@ -134,7 +134,7 @@ func gemm4Q4_Kx16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activati
             }
         }
     }
-    // The offsets dmin·m_j·(dx_j·Σx_j) in their own sums, subtracted last, as gemm4Q4_Kx8 does.
+    // The offsets dmin·m_j·(dx_j·Σx_j) in their own sums, subtracted last, as gemm4ScaleMinx8 does.
     var o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0
     for sb in 0..<(x0.count / 256) {
         let ba = a + sb * 1184, bb = b + sb * 1184

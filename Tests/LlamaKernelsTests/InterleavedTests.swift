@@ -23,7 +23,8 @@ final class InterleavedTests: XCTestCase {
     }
 
     func testInterleavedMatchesRowMajor() throws {
-        for (type, cols) in [(TensorType.q8_0, 96), (.q4_0, 96), (.q4_0, 2048), (.q4_1, 576), (.q4_K, 512), (.q6_K, 512)] {
+        for (type, cols) in [(TensorType.q8_0, 96), (.q4_0, 96), (.q4_0, 2048), (.q4_1, 576), (.q5_0, 576), (.q5_1, 96),
+                            (.q4_K, 512), (.q5_K, 512), (.q6_K, 512)] {
             let rows = 24
             let bytes = quantizedMatrix(type, rows: rows, cols: cols, seed: UInt64(cols))
             try bytes.withUnsafeBytes { raw in

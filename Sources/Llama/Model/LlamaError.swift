@@ -1,3 +1,5 @@
+import LlamaKernels
+
 /// Everything that can go wrong with user input: each message names the file, field, tensor
 /// or offset at fault, in one line.
 public enum LlamaError: Error, CustomStringConvertible, Equatable {
@@ -36,7 +38,7 @@ public enum LlamaError: Error, CustomStringConvertible, Equatable {
             off.map { "\(f): corrupt at offset \($0): \(why)" } ?? "\(f): corrupt: \(why)"
         case .missingTensor(let f, let t): "\(f): tensor '\(t)' is missing"
         case .unsupportedTensorType(let f, let t, let type):
-            "\(f): tensor '\(t)' has type \(type), which this build cannot compute with (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K)"
+            "\(f): tensor '\(t)' has type \(type), which this build cannot compute with (supported: \(TensorType.allCases.filter(\.isSupported).map(\.description).joined(separator: ", ")))"
         case .shapeMismatch(let f, let t, let e, let found): "\(f): tensor '\(t)' has shape \(found), expected \(e)"
         case .invalidConfig(let f, let field, let why): "\(f): invalid '\(field)': \(why)"
         case .missingMetadata(let f, let k): "\(f): metadata key '\(k)' is missing"
