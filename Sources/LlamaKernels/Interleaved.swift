@@ -38,6 +38,18 @@
 //   8k + 2c + h the fifth bit of byte k of chunk 4v + c, low or high nibble, as Q5_0's. Each
 //   pair's bits sit next to its nibbles (one stream, as Q6_K's groups below).
 
+// Q2_K, group of 8 rows, per super-block (672 bytes, the same as 8 × 84):
+//   [8 × Float16 d][8 × Float16 dmin][128 bytes scales: pair b (0..<8) × row r × 2 bytes, the
+//   file's bytes (scale | min << 4) of sub-blocks 2b and 2b + 1][512 bytes: half n (0..<2) ×
+//   chunk c (0..<8) × row r × 4 bytes]; chunk c of half n of row r holds qs[32n + 4c ..< +4],
+//   whose 2-bit fields at bits 2j are elements 128n + 32j + 4c + k: one activation block
+//   (4n + j) is the field j of a half's 8 chunks, its first sub-block of 16 in chunks 0-3.
+//
+// Q3_K, group of 8 rows, per super-block (912 bytes; 8 × 110 plus 32 for unpacked scales):
+//   [8 × Float16 d][128 bytes scales as Q2_K's, each the signed 6-bit scale − 32]
+//   [256 bytes hmask: chunk c × row r × 4 bytes, hmask[4c ..< +4]][512 bytes qs as Q2_K's];
+//   element 128n + 32j + 4c + k is (its 2-bit field) + 4·(bit 4n + j of hmask byte 4c + k) − 4.
+//
 // Q6_K, group of 8 rows, per super-block (1,680 bytes, the same as 8 × 210), with u = q + 32
 // the unsigned 6-bit value of element e (ggml `dequantize_row_q6_K`):
 //   [8 × Float16 d][128 bytes int8 scales: sub-block s (of 16) × row r]
@@ -84,6 +96,8 @@ extension TensorType {
         case .q5_1: return cols / 32 * 192
         case .q4_K: return cols / 256 * 1184
         case .q5_K: return cols / 256 * 1440
+        case .q2_K: return cols / 256 * 672
+        case .q3_K: return cols / 256 * 912
         case .q6_K: return cols / 256 * 1680
         default: return nil
         }
@@ -112,6 +126,7 @@ extension Matrix {
             case .q5_1: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4, halves: 2, fifthBits: true)
             case .q4_K: interleaveQ4_K(src, source.rowBytes, dst, superBlocks: source.cols / 256)
             case .q5_K: interleaveQ4_K(src, source.rowBytes, dst, superBlocks: source.cols / 256, fifthBits: true)
+            case .q2_K, .q3_K: interleaveLowBitK(src, source.rowBytes, dst, superBlocks: source.cols / 256, q3: source.type == .q3_K)
             case .q6_K: interleaveQ6_K(src, source.rowBytes, dst, superBlocks: source.cols / 256)
             default: preconditionFailure()
             }
@@ -175,6 +190,35 @@ extension Matrix {
                             let qh = out.load(fromByteOffset: 16 + l, as: UInt8.self)
                             out.storeBytes(of: qh | UInt8(1 << (2 * p + h)), toByteOffset: 16 + l, as: UInt8.self)
                         }
+                    }
+                }
+            }
+        case .q2_K, .q3_K:
+            let q3 = type == .q3_K, blockBytes = type.blockBytes, groupBytes = q3 ? 912 : 672
+            let scaleBase = q3 ? 16 : 32, qsBase = q3 ? 400 : 160, qs = q3 ? 32 : 16
+            for sb in 0..<(cols / 256) {
+                let src = group + sb * groupBytes, out = dst + sb * blockBytes
+                var sc = [UInt8](repeating: 0, count: 16)
+                for i in 0..<16 { sc[i] = src.load(fromByteOffset: scaleBase + 16 * (i / 2) + 2 * lane + i % 2, as: UInt8.self) }
+                if q3 {
+                    (out + 108).copyMemory(from: src + 2 * lane, byteCount: 2)
+                    // The 6-bit values sc + 32, packed back as ggml packs them (see `q3KScales`).
+                    let v = sc.map { $0 &+ 32 }
+                    for j in 0..<8 { out.storeBytes(of: v[j] & 15 | (v[j + 8] & 15) << 4, toByteOffset: 96 + j, as: UInt8.self) }
+                    for k in 0..<4 {
+                        var high: UInt8 = 0
+                        for q in 0..<4 { high |= (v[4 * q + k] >> 4 & 3) << (2 * q) }
+                        out.storeBytes(of: high, toByteOffset: 104 + k, as: UInt8.self)
+                    }
+                    for c in 0..<8 { (out + 4 * c).copyMemory(from: src + 144 + 32 * c + 4 * lane, byteCount: 4) }
+                } else {
+                    (out + 80).copyMemory(from: src + 2 * lane, byteCount: 2)
+                    (out + 82).copyMemory(from: src + 16 + 2 * lane, byteCount: 2)
+                    for i in 0..<16 { out.storeBytes(of: sc[i], toByteOffset: i, as: UInt8.self) }
+                }
+                for n in 0..<2 {
+                    for c in 0..<8 {
+                        (out + qs + 32 * n + 4 * c).copyMemory(from: src + qsBase + 256 * n + 32 * c + 4 * lane, byteCount: 4)
                     }
                 }
             }
@@ -277,6 +321,36 @@ private func interleaveQ4_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: Uns
                         if qh >> (2 * p + e / 32) & 1 != 0 { word |= 1 << bit }
                     }
                     pair.storeBytes(of: word, toByteOffset: 32 * v + 4 * r, as: UInt32.self)
+                }
+            }
+        }
+    }
+}
+
+/// Q2_K (84 bytes: scales[16], qs[64], d, dmin) or Q3_K (110 bytes: hmask[32], qs[64],
+/// scales[12], d).
+private func interleaveLowBitK(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: UnsafeMutableRawPointer, superBlocks: Int,
+                               q3: Bool) {
+    let blockBytes = q3 ? 110 : 84, groupBytes = q3 ? 912 : 672
+    let scaleBase = q3 ? 16 : 32, qsBase = q3 ? 400 : 160, qs = q3 ? 32 : 16
+    for sb in 0..<superBlocks {
+        let out = dst + sb * groupBytes
+        for r in 0..<8 {
+            let block = src + r * rowBytes + sb * blockBytes
+            let scales: SIMD16<UInt8>
+            if q3 {
+                (out + 2 * r).copyMemory(from: block + 108, byteCount: 2)
+                scales = unsafeBitCast(q3KScales(block + 96), to: SIMD16<UInt8>.self)
+                for c in 0..<8 { (out + 144 + 32 * c + 4 * r).copyMemory(from: block + 4 * c, byteCount: 4) }
+            } else {
+                (out + 2 * r).copyMemory(from: block + 80, byteCount: 2)
+                (out + 16 + 2 * r).copyMemory(from: block + 82, byteCount: 2)
+                scales = block.loadUnaligned(as: SIMD16<UInt8>.self)
+            }
+            for i in 0..<16 { out.storeBytes(of: scales[i], toByteOffset: scaleBase + 16 * (i / 2) + 2 * r + i % 2, as: UInt8.self) }
+            for n in 0..<2 {
+                for c in 0..<8 {
+                    (out + qsBase + 256 * n + 32 * c + 4 * r).copyMemory(from: block + qs + 32 * n + 4 * c, byteCount: 4)
                 }
             }
         }
@@ -699,6 +773,131 @@ func gemm4ScaleMinx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Acti
     return (_mm256_sub_ps(a0, o0), _mm256_sub_ps(a1, o1), _mm256_sub_ps(a2, o2), _mm256_sub_ps(a3, o3))
 }
 
+/// Byte offsets in an interleaved Q2_K or Q3_K group (layouts at the top).
+private struct LowBitBlocks {
+    let q3: Bool
+    var bytes: Int { q3 ? 912 : 672 }
+    var scales: Int { q3 ? 16 : 32 }
+    var qs: Int { q3 ? 400 : 160 }
+
+    @inline(__always) init(_ type: TensorType) { q3 = type == .q3_K }
+}
+
+/// The unsigned values of chunk `c` (0..<8) of activation block 4n + j: Q2_K's 2-bit q, Q3_K's
+/// q + 4 (its high bit from hmask).
+@inline(__always)
+private func lowBitChunk(_ f: LowBitBlocks, _ block: UnsafeRawPointer, _ n: Int, _ j: Int, _ c: Int) -> __m256i {
+    let v = _mm256_and_si256(_mm256_srli_epi16(load32(block + f.qs + 256 * n + 32 * c), Int32(2 * j)), _mm256_set1_epi8(3))
+    guard f.q3 else { return v }
+    // Bit 4n + j of each hmask byte moved to bit 2 (4): 16-bit shifts, masked per byte.
+    let hm = load32(block + 144 + 32 * c), bit = 4 * n + j
+    let high = bit <= 2 ? _mm256_slli_epi16(hm, Int32(2 - bit)) : _mm256_srli_epi16(hm, Int32(bit - 2))
+    return _mm256_or_si256(v, _mm256_and_si256(high, _mm256_set1_epi8(4)))
+}
+
+/// A pair of sub-blocks' scales, lane r = (scale of 2b, scale of 2b + 1) as int16 (Q3_K: signed;
+/// Q2_K: the low nibbles), and Q2_K's minimums likewise.
+@inline(__always)
+private func lowBitScales(_ f: LowBitBlocks, _ block: UnsafeRawPointer, _ b: Int) -> (scales: __m256i, mins: __m256i) {
+    let bytes = (block + f.scales + 16 * b).loadUnaligned(as: __m128i.self)
+    if f.q3 { return (_mm256_cvtepi8_epi16(bytes), _mm256_setzero_si256()) }
+    let wide = _mm256_cvtepu8_epi16(bytes)
+    return (_mm256_and_si256(wide, _mm256_set1_epi16(0x0F)), _mm256_srli_epi16(wide, 4))
+}
+
+/// Each lane's first (or second) int16 in both of its halves.
+@inline(__always) private func firstOfPair(_ v: __m256i) -> __m256i {
+    _mm256_shuffle_epi8(v, _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13,
+                                            0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13))
+}
+@inline(__always) private func secondOfPair(_ v: __m256i) -> __m256i {
+    _mm256_shuffle_epi8(v, _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15,
+                                            2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15))
+}
+
+/// Σ u·x of activation block 4n + j's two sub-blocks of 16 (chunks 0-3 and 4-7), as int16
+/// pairs (each lane at most 8 × 7 × 127).
+@inline(__always)
+private func lowBitSums(_ u: (Int) -> __m256i, _ xq: UnsafeRawPointer) -> (__m256i, __m256i) {
+    var a = _mm256_maddubs_epi16(u(0), broadcast4(xq)), b = _mm256_maddubs_epi16(u(4), broadcast4(xq + 16))
+    for c in 1..<4 {
+        a = _mm256_add_epi16(a, _mm256_maddubs_epi16(u(c), broadcast4(xq + 4 * c)))
+        b = _mm256_add_epi16(b, _mm256_maddubs_epi16(u(c + 4), broadcast4(xq + 16 + 4 * c)))
+    }
+    return (a, b)
+}
+
+/// One activation block's contribution: d·dx·Σ_s sc_s·(Σu·x)_s, less (Q3_K) 4·sc_s·Σx_s or
+/// (Q2_K, into `offsets`) dmin·dx·Σ_s m_s·Σx_s; the integer part is exact (`madd` against
+/// the scales doubles as the sum of each lane's pair).
+@inline(__always)
+private func lowBitFinish(_ f: LowBitBlocks, _ sums: (__m256i, __m256i), _ sc: (scales: __m256i, mins: __m256i),
+                          _ x: Q8Activations, _ xb: Int, _ d: __m256, _ dmin: __m256, _ acc: inout __m256, _ offsets: inout __m256) {
+    var t = _mm256_add_epi32(_mm256_madd_epi16(sums.0, firstOfPair(sc.scales)), _mm256_madd_epi16(sums.1, secondOfPair(sc.scales)))
+    // The two half-block sums of x (each within ±16 × 127) as one int16 pair.
+    let h = _mm256_set1_epi32(Int32(bitPattern: UInt32(UInt16(truncatingIfNeeded: x.halfSums[2 * xb]))
+                                    | UInt32(UInt16(truncatingIfNeeded: x.halfSums[2 * xb + 1])) << 16))
+    let dx = _mm256_set1_ps(x.d[xb])
+    if f.q3 {
+        t = _mm256_sub_epi32(t, _mm256_slli_epi32(_mm256_madd_epi16(sc.scales, h), 2))
+    } else {
+        offsets = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(_mm256_madd_epi16(sc.mins, h)), offsets)
+    }
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(t), acc)
+}
+
+/// 8 rows of Q2_K or Q3_K · one quantized input.
+@inline(__always)
+func gemvLowBitx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
+    let f = LowBitBlocks(type)
+    var acc = _mm256_setzero_ps(), offsets = acc
+    for sb in 0..<(x.count / 256) {
+        let block = group + sb * f.bytes
+        let d = halves8(block), dmin = f.q3 ? d : halves8(block + 16)
+        for n in 0..<2 {
+            for j in 0..<4 {
+                let xb = sb * 8 + 4 * n + j
+                let sums = lowBitSums({ lowBitChunk(f, block, n, j, $0) }, x.q + xb * 32)
+                lowBitFinish(f, sums, lowBitScales(f, block, 4 * n + j), x, xb, d, dmin, &acc, &offsets)
+            }
+        }
+    }
+    return f.q3 ? acc : _mm256_sub_ps(acc, offsets)
+}
+
+/// 8 rows of Q2_K or Q3_K · 4 quantized inputs: each chunk's values are unpacked once for all
+/// four, and each input's sums and scaling follow `gemvLowBitx8`.
+@inline(__always)
+func gemm4LowBitx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
+                   _ x2: Q8Activations, _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
+    let f = LowBitBlocks(type)
+    var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    var o0 = a0, o1 = a0, o2 = a0, o3 = a0
+    for sb in 0..<(x0.count / 256) {
+        let block = group + sb * f.bytes
+        let d = halves8(block), dmin = f.q3 ? d : halves8(block + 16)
+        for n in 0..<2 {
+            for j in 0..<4 {
+                let xb = sb * 8 + 4 * n + j, o = xb * 32
+                let u0 = lowBitChunk(f, block, n, j, 0), u1 = lowBitChunk(f, block, n, j, 1)
+                let u2 = lowBitChunk(f, block, n, j, 2), u3 = lowBitChunk(f, block, n, j, 3)
+                let u4 = lowBitChunk(f, block, n, j, 4), u5 = lowBitChunk(f, block, n, j, 5)
+                let u6 = lowBitChunk(f, block, n, j, 6), u7 = lowBitChunk(f, block, n, j, 7)
+                @inline(__always) func u(_ c: Int) -> __m256i {
+                    switch c { case 0: u0; case 1: u1; case 2: u2; case 3: u3; case 4: u4; case 5: u5; case 6: u6; default: u7 }
+                }
+                let sc = lowBitScales(f, block, 4 * n + j)
+                lowBitFinish(f, lowBitSums(u, x0.q + o), sc, x0, xb, d, dmin, &a0, &o0)
+                lowBitFinish(f, lowBitSums(u, x1.q + o), sc, x1, xb, d, dmin, &a1, &o1)
+                lowBitFinish(f, lowBitSums(u, x2.q + o), sc, x2, xb, d, dmin, &a2, &o2)
+                lowBitFinish(f, lowBitSums(u, x3.q + o), sc, x3, xb, d, dmin, &a3, &o3)
+            }
+        }
+    }
+    if f.q3 { return (a0, a1, a2, a3) }
+    return (_mm256_sub_ps(a0, o0), _mm256_sub_ps(a1, o1), _mm256_sub_ps(a2, o2), _mm256_sub_ps(a3, o3))
+}
+
 /// The unsigned 6-bit values of chunks 2p and 2p+1 of a Q6_K group of 8 interleaved rows (see
 /// the layout at the top): `l0`, `l1` the first 16 elements' chunks, `u0`, `u1` the second 16's.
 @inline(__always)
@@ -810,6 +1009,8 @@ private func gemvx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: Q8Activa
     case .q5_1: gemvNibblesx8(.q5_1, group, x)
     case .q4_K: gemvScaleMinx8(.q4_K, group, x)
     case .q5_K: gemvScaleMinx8(.q5_K, group, x)
+    case .q2_K: gemvLowBitx8(.q2_K, group, x)
+    case .q3_K: gemvLowBitx8(.q3_K, group, x)
     default: gemvQ6_Kx8(group, x)
     }
 }
@@ -827,6 +1028,8 @@ private func gemm4x8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: UnsafeB
     case .q5_1: gemm4Nibblesx8(.q5_1, group, x0, x1, x2, x3)
     case .q4_K: gemm4ScaleMinx8(.q4_K, group, x0, x1, x2, x3)
     case .q5_K: gemm4ScaleMinx8(.q5_K, group, x0, x1, x2, x3)
+    case .q2_K: gemm4LowBitx8(.q2_K, group, x0, x1, x2, x3)
+    case .q3_K: gemm4LowBitx8(.q3_K, group, x0, x1, x2, x3)
     default: gemm4Q6_Kx8(group, x0, x1, x2, x3)
     }
 }

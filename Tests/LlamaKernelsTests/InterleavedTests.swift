@@ -14,6 +14,18 @@ final class InterleavedTests: XCTestCase {
         }
         let rowBytes = type.rowBytes(cols)!
         var bytes = [UInt8](repeating: 0, count: rows * rowBytes)
+        if type == .q2_K || type == .q3_K {
+            // No encoders for these: random bits, with scales d (and dmin) of a sensible size.
+            for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: Int(next() * 1000) + 1000) }
+            let (blockBytes, halves) = type == .q2_K ? (84, [80, 82]) : (110, [108])
+            for block in stride(from: 0, to: bytes.count, by: blockBytes) {
+                for offset in halves {
+                    let d = Float16(0.01 + 0.02 * abs(next()))
+                    withUnsafeBytes(of: d.bitPattern) { for k in 0..<2 { bytes[block + offset + k] = $0[k] } }
+                }
+            }
+            return bytes
+        }
         var row = [Float](repeating: 0, count: cols)
         for r in 0..<rows {
             for j in 0..<cols { row[j] = next() * (j % 37 == 0 ? 4 : 1) + Float(r % 3) * 0.1 }
@@ -24,7 +36,7 @@ final class InterleavedTests: XCTestCase {
 
     func testInterleavedMatchesRowMajor() throws {
         for (type, cols) in [(TensorType.q8_0, 96), (.q4_0, 96), (.q4_0, 2048), (.q4_1, 576), (.q5_0, 576), (.q5_1, 96),
-                            (.q4_K, 512), (.q5_K, 512), (.q6_K, 512)] {
+                            (.q4_K, 512), (.q5_K, 512), (.q6_K, 512), (.q2_K, 512), (.q3_K, 256)] {
             let rows = 24
             let bytes = quantizedMatrix(type, rows: rows, cols: cols, seed: UInt64(cols))
             try bytes.withUnsafeBytes { raw in
