@@ -805,42 +805,32 @@ private func lowBitScales(_ f: LowBitBlocks, _ block: UnsafeRawPointer, _ b: Int
     return (_mm256_and_si256(wide, _mm256_set1_epi16(0x0F)), _mm256_srli_epi16(wide, 4))
 }
 
-/// Each lane's first (or second) int16 in both of its halves.
-@inline(__always) private func firstOfPair(_ v: __m256i) -> __m256i {
-    _mm256_shuffle_epi8(v, _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13,
-                                            0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13))
-}
-@inline(__always) private func secondOfPair(_ v: __m256i) -> __m256i {
-    _mm256_shuffle_epi8(v, _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15,
-                                            2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15))
-}
-
-/// Σ u·x of activation block 4n + j's two sub-blocks of 16 (chunks 0-3 and 4-7), as int16
-/// pairs (each lane at most 8 × 7 × 127).
+/// Σ u·x of activation block 4n + j's two sub-blocks of 16 (chunks 0-3 and 4-7), as one int16
+/// pair per lane (each sum at most 16 × 7 × 127): four `vpdpbusd` per sub-block with VNNI,
+/// else `maddubs` pairs summed in int16 and widened once.
 @inline(__always)
-private func lowBitSums(_ u: (Int) -> __m256i, _ xq: UnsafeRawPointer) -> (__m256i, __m256i) {
-    var a = _mm256_maddubs_epi16(u(0), broadcast4(xq)), b = _mm256_maddubs_epi16(u(4), broadcast4(xq + 16))
-    for c in 1..<4 {
-        a = _mm256_add_epi16(a, _mm256_maddubs_epi16(u(c), broadcast4(xq + 4 * c)))
-        b = _mm256_add_epi16(b, _mm256_maddubs_epi16(u(c + 4), broadcast4(xq + 16 + 4 * c)))
+private func lowBitSums(_ u: (Int) -> __m256i, _ xq: UnsafeRawPointer) -> __m256i {
+    var a = _mm256_setzero_si256(), b = a
+    for c in 0..<4 {
+        a = mac(a, u(c), broadcast4(xq + 4 * c))
+        b = mac(b, u(c + 4), broadcast4(xq + 16 + 4 * c))
     }
-    return (a, b)
+    return _mm256_or_si256(_mm256_and_si256(widen(a), _mm256_set1_epi32(0xFFFF)), _mm256_slli_epi32(widen(b), 16))
 }
 
-/// One activation block's contribution: d·dx·Σ_s sc_s·(Σu·x)_s, less (Q3_K) 4·sc_s·Σx_s or
-/// (Q2_K, into `offsets`) dmin·dx·Σ_s m_s·Σx_s; the integer part is exact (`madd` against
-/// the scales doubles as the sum of each lane's pair).
+/// One activation block's contribution: d·dx·Σ_s sc_s·(Σu·x − (Q3_K) 4·Σx)_s, less (Q2_K, into
+/// `offsets`) dmin·dx·Σ_s m_s·Σx_s; the integer parts are exact, each pair of sub-blocks one
+/// `madd`.
 @inline(__always)
-private func lowBitFinish(_ f: LowBitBlocks, _ sums: (__m256i, __m256i), _ sc: (scales: __m256i, mins: __m256i),
+private func lowBitFinish(_ f: LowBitBlocks, _ sums: __m256i, _ sc: (scales: __m256i, mins: __m256i),
                           _ x: Q8Activations, _ xb: Int, _ d: __m256, _ dmin: __m256, _ acc: inout __m256, _ offsets: inout __m256) {
-    var t = _mm256_add_epi32(_mm256_madd_epi16(sums.0, firstOfPair(sc.scales)), _mm256_madd_epi16(sums.1, secondOfPair(sc.scales)))
-    // The two half-block sums of x (each within ±16 × 127) as one int16 pair.
+    // The two half-block sums of x (each within ±16 × 127) as one int16 pair; Q3_K's times 4
+    // come off the sums, which stay within int16 (16 × 7 × 127 + 4 × 16 × 127).
     let h = _mm256_set1_epi32(Int32(bitPattern: UInt32(UInt16(truncatingIfNeeded: x.halfSums[2 * xb]))
                                     | UInt32(UInt16(truncatingIfNeeded: x.halfSums[2 * xb + 1])) << 16))
     let dx = _mm256_set1_ps(x.d[xb])
-    if f.q3 {
-        t = _mm256_sub_epi32(t, _mm256_slli_epi32(_mm256_madd_epi16(sc.scales, h), 2))
-    } else {
+    let t = _mm256_madd_epi16(f.q3 ? _mm256_sub_epi16(sums, _mm256_slli_epi16(h, 2)) : sums, sc.scales)
+    if !f.q3 {
         offsets = _mm256_fmadd_ps(_mm256_mul_ps(dmin, dx), _mm256_cvtepi32_ps(_mm256_madd_epi16(sc.mins, h)), offsets)
     }
     acc = _mm256_fmadd_ps(_mm256_mul_ps(d, dx), _mm256_cvtepi32_ps(t), acc)
