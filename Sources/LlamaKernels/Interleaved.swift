@@ -533,7 +533,7 @@ func gemm4Q8_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
 
 /// Layout of an interleaved group of the 32-element 4- and 5-bit formats (Q4_0, Q4_1, Q5_0,
 /// Q5_1): the bytes of one block of 8 rows, and where its parts start.
-private struct NibbleBlocks {
+struct NibbleBlocks {
     /// Q4_1, Q5_1: x = d·q + m with q unsigned; Q4_0, Q5_0: x = d·(q − zero).
     let withMin: Bool, fifth: Bool
     var bytes: Int { 144 + (withMin ? 16 : 0) + (fifth ? 32 : 0) }
@@ -649,7 +649,7 @@ func gemm4Nibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Activ
 
 /// Byte offsets in an interleaved Q4_K or Q5_K group: a super-block, and pair p's fifth bits
 /// (Q5_K) and nibbles.
-private struct ScaleMinBlocks {
+struct ScaleMinBlocks {
     let fifth: Bool
     var bytes: Int { fifth ? 1440 : 1184 }
     @inline(__always) func bits(_ p: Int) -> Int { 160 + 320 * p }
@@ -1038,18 +1038,23 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
     // From 8 inputs: at 4 (four sequences decoding together) reading two groups side by side
     // cost about what the wider tile saved (1.1B Q4_0 tg32x4 -2%, the default model +2%), and
     // one input at a time it halved decoding speed (two streams where the prefetcher follows one).
-    let hasWide = switch w.type { case .q8_0, .q4_0, .q4_1, .q4_K, .q6_K: true; default: false }
+    let hasWide = switch w.type { case .q2_K, .q3_K: false; default: true }
     if batch >= 8 && wide16 && hasWide {
         while r + 16 <= rows.upperBound {
             let group = w.data + r / 8 * groupBytes
             var b = 0
             while b + 4 <= batch {
                 let next = group + groupBytes
+                let (x0, x1, x2, x3) = (xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
                 let v = switch w.type {
-                case .q8_0: gemm4Q8_0x16(group, next, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
-                case .q4_K: gemm4Q4_Kx16(group, next, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
-                case .q6_K: gemm4Q6_Kx16(group, next, xq[b], xq[b + 1], xq[b + 2], xq[b + 3])
-                default: gemm4Q4_0x16(group, next, xq[b], xq[b + 1], xq[b + 2], xq[b + 3], q4_1: w.type == .q4_1)
+                case .q8_0: gemm4Q8_0x16(group, next, x0, x1, x2, x3)
+                case .q4_0: gemm4Nibblesx16(.q4_0, group, next, x0, x1, x2, x3)
+                case .q4_1: gemm4Nibblesx16(.q4_1, group, next, x0, x1, x2, x3)
+                case .q5_0: gemm4Nibblesx16(.q5_0, group, next, x0, x1, x2, x3)
+                case .q5_1: gemm4Nibblesx16(.q5_1, group, next, x0, x1, x2, x3)
+                case .q4_K: gemm4ScaleMinx16(.q4_K, group, next, x0, x1, x2, x3)
+                case .q5_K: gemm4ScaleMinx16(.q5_K, group, next, x0, x1, x2, x3)
+                default: gemm4Q6_Kx16(group, next, x0, x1, x2, x3)
                 }
                 @inline(__always) func store16(_ v: SIMD16<Float>, _ b: Int) {
                     UnsafeMutableRawPointer(output + b * outputStride + r).storeBytes(of: v, as: SIMD16<Float>.self)

@@ -1,4 +1,4 @@
-// Prompt tiles for the interleaved 4-bit formats in 64-byte registers, for CPUs with AVX-512
+// Prompt tiles for the interleaved formats (all but Q2_K and Q3_K) in 64-byte registers, for CPUs with AVX-512
 // VNNI (Package.swift sets LLAMA_VNNI). Two adjacent 8-row groups share each register: lanes 0-7
 // hold a 4-byte chunk of each row of the first group, lanes 8-15 the same chunk of the second,
 // so one `vpdpbusd` against a 4-byte group of activations broadcast to all 16 lanes advances 16
@@ -27,22 +27,36 @@ let wide16 = ProcessInfo.processInfo.environment["LLAMA_SWIFT_WIDE16"] != "0"
     _mm512_set1_epi32(p.loadUnaligned(as: Int32.self))
 }
 
-/// 16 rows (groups `a` and `b`) of Q4_0 or Q4_1 · 4 quantized inputs: `gemm4Nibblesx8` on both
-/// groups at once.
+/// The fifth bits of chunk `c` (`fifthBits` in Interleaved.swift) for both groups.
+@inline(__always) private func fifthBits16(_ w: __m512i, _ c: Int) -> (__m512i, __m512i) {
+    let sixteen = _mm512_set1_epi8(0x10)
+    @inline(__always) func bitFour(_ shift: Int) -> __m512i {
+        let v = shift > 0 ? _mm512_slli_epi32(w, UInt32(shift)) : shift < 0 ? _mm512_srli_epi32(w, UInt32(-shift)) : w
+        return _mm512_and_si512(v, sixteen)
+    }
+    return (bitFour(4 - 2 * c), bitFour(3 - 2 * c))
+}
+
+/// 16 rows (groups `a` and `b`) of Q4_0, Q4_1, Q5_0 or Q5_1 · 4 quantized inputs:
+/// `gemm4Nibblesx8` on both groups at once.
 @inline(__always)
-func gemm4Q4_0x16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
-                  _ x2: Q8Activations, _ x3: Q8Activations, q4_1: Bool) -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
-    let mask = _mm512_set1_epi8(0x0F)
-    let blockBytes = q4_1 ? 160 : 144, qsOffset = q4_1 ? 32 : 16
+func gemm4Nibblesx16(_ type: TensorType, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
+                     _ x2: Q8Activations, _ x3: Q8Activations) -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
+    let f = NibbleBlocks(type), mask = _mm512_set1_epi8(0x0F)
     var a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for k in 0..<(x0.count / 32) {
-        let ba = a + k * blockBytes, bb = b + k * blockBytes, o = k * 32
+        let ba = a + k * f.bytes, bb = b + k * f.bytes, o = k * 32
         let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
         let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
         var s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0
+        let w = f.fifth ? pair(ba + f.bits, bb + f.bits) : s0
         for c in 0..<4 {
-            let v = pair(ba + qsOffset + 32 * c, bb + qsOffset + 32 * c)
-            let lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask)
+            let v = pair(ba + f.qs + 32 * c, bb + f.qs + 32 * c)
+            var lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask)
+            if f.fifth {
+                let (fl, fh) = fifthBits16(w, c)
+                lo = _mm512_or_si512(lo, fl); hi = _mm512_or_si512(hi, fh)
+            }
             s0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s0, lo, broadcast4(p0 + 4 * c)), hi, broadcast4(p0 + 16 + 4 * c))
             s1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s1, lo, broadcast4(p1 + 4 * c)), hi, broadcast4(p1 + 16 + 4 * c))
             s2 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s2, lo, broadcast4(p2 + 4 * c)), hi, broadcast4(p2 + 16 + 4 * c))
@@ -50,16 +64,16 @@ func gemm4Q4_0x16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activati
         }
         let d = halves16(ba, bb)
         @inline(__always) func finish(_ s: __m512i, _ x: Q8Activations, _ acc: inout __m512) {
-            let sums = q4_1 ? s : _mm512_sub_epi32(s, _mm512_set1_epi32(8 * x.blockSum(k)))
+            let sums = f.withMin ? s : _mm512_sub_epi32(s, _mm512_set1_epi32(f.zero * x.blockSum(k)))
             acc = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(x.d[k])), _mm512_cvtepi32_ps(sums), acc)
         }
         finish(s0, x0, &a0); finish(s1, x1, &a1); finish(s2, x2, &a2); finish(s3, x3, &a3)
     }
-    if q4_1 {
+    if f.withMin {
         // The offsets in their own sums, added last, as gemm4Nibblesx8 adds them.
         var o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0
         for k in 0..<(x0.count / 32) {
-            let m = halves16(a + k * blockBytes + 16, b + k * blockBytes + 16)
+            let m = halves16(a + k * f.bytes + 16, b + k * f.bytes + 16)
             o0 = _mm512_fmadd_ps(m, _mm512_set1_ps(x0.s[k]), o0); o1 = _mm512_fmadd_ps(m, _mm512_set1_ps(x1.s[k]), o1)
             o2 = _mm512_fmadd_ps(m, _mm512_set1_ps(x2.s[k]), o2); o3 = _mm512_fmadd_ps(m, _mm512_set1_ps(x3.s[k]), o3)
         }
@@ -101,23 +115,28 @@ func gemm4Q8_0x16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activati
     return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(both))
 }
 
-/// 16 rows of Q4_K · 4 quantized inputs: `gemm4ScaleMinx8` on two groups at once.
+/// 16 rows of Q4_K or Q5_K · 4 quantized inputs: `gemm4ScaleMinx8` on two groups at once.
 @inline(__always)
-func gemm4Q4_Kx16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
-                  _ x2: Q8Activations, _ x3: Q8Activations) -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
-    let mask = _mm512_set1_epi8(0x0F)
+func gemm4ScaleMinx16(_ type: TensorType, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
+                      _ x2: Q8Activations, _ x3: Q8Activations) -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
+    let f = ScaleMinBlocks(type), mask = _mm512_set1_epi8(0x0F)
     var a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for sb in 0..<(x0.count / 256) {
-        let ba = a + sb * 1184, bb = b + sb * 1184
+        let ba = a + sb * f.bytes, bb = b + sb * f.bytes
         let d = halves16(ba, bb)
         for p in 0..<4 {
-            let qa = ba + 160 + 256 * p, qb = bb + 160 + 256 * p, o = sb * 256 + 64 * p
+            let qa = ba + f.qs(p), qb = bb + f.qs(p), o = sb * 256 + 64 * p
             let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
             let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
             var l0 = _mm512_setzero_si512(), l1 = l0, l2 = l0, l3 = l0, h0 = l0, h1 = l0, h2 = l0, h3 = l0
             for c in 0..<8 {
                 let v = pair(qa + 32 * c, qb + 32 * c)
-                let lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask)
+                var lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask)
+                if f.fifth {
+                    let w = pair(ba + f.bits(p) + 32 * (c / 4), bb + f.bits(p) + 32 * (c / 4))
+                    let (fl, fh) = fifthBits16(w, c % 4)
+                    lo = _mm512_or_si512(lo, fl); hi = _mm512_or_si512(hi, fh)
+                }
                 l0 = _mm512_dpbusd_epi32(l0, lo, broadcast4(p0 + 4 * c)); h0 = _mm512_dpbusd_epi32(h0, hi, broadcast4(p0 + 32 + 4 * c))
                 l1 = _mm512_dpbusd_epi32(l1, lo, broadcast4(p1 + 4 * c)); h1 = _mm512_dpbusd_epi32(h1, hi, broadcast4(p1 + 32 + 4 * c))
                 l2 = _mm512_dpbusd_epi32(l2, lo, broadcast4(p2 + 4 * c)); h2 = _mm512_dpbusd_epi32(h2, hi, broadcast4(p2 + 32 + 4 * c))
@@ -137,7 +156,7 @@ func gemm4Q4_Kx16(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activati
     // The offsets dmin·m_j·(dx_j·Σx_j) in their own sums, subtracted last, as gemm4ScaleMinx8 does.
     var o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0
     for sb in 0..<(x0.count / 256) {
-        let ba = a + sb * 1184, bb = b + sb * 1184
+        let ba = a + sb * f.bytes, bb = b + sb * f.bytes
         let dmin = halves16(ba + 16, bb + 16)
         for j in 0..<8 {
             let xb = sb * 8 + j, dmn = _mm512_mul_ps(dmin, bytes16(ba + 96 + 8 * j, bb + 96 + 8 * j))

@@ -369,9 +369,9 @@ func dot4Q8(_ type: TensorType, _ w: UnsafeRawPointer, _ rowBytes: Int, _ x: Q8A
 }
 
 extension TensorType {
-    /// Formats whose batches take one row against four inputs at a time (`dotQ8x4`): those
-    /// without interleaved kernels, whose unpacking (the fifth bits) would otherwise be
-    /// repeated for every input.
+    /// Formats whose batches in the file layout (`LLAMA_SWIFT_REPACK=0`, or a row count that is
+    /// not a multiple of 8) take one row against four inputs at a time (`dotQ8x4`): their
+    /// unpacking (the fifth bits) would otherwise be repeated for every input.
     var unpacksOncePerFourInputs: Bool { self == .q5_0 || self == .q5_1 || self == .q5_K }
 }
 
