@@ -692,6 +692,10 @@ public func quantizeRow(_ type: TensorType, _ x: UnsafePointer<Float>, _ n: Int,
             storeHalf(lo, out + 2)
             storeLevels(type, out + 4) { min(Int8(top), Int8(clamping: toInt((xb[$0] - lo) * id + 0.5))) }
         }
+    case .q2_K:
+        for b in 0..<(n / 256) { quantizeQ2_K(x + b * 256, dst + b * 84) }
+    case .q3_K:
+        for b in 0..<(n / 256) { quantizeQ3_K(x + b * 256, dst + b * 110) }
     case .q4_K:
         for b in 0..<(n / 256) { quantizeQ4_K(x + b * 256, dst + b * 144) }
     case .q5_K:

@@ -1,5 +1,6 @@
-// K-quant encoders, following ggml's reference procedure (ggml-quants.c `quantize_row_q4_K_ref`,
-// `quantize_row_q5_K_ref`, `quantize_row_q6_K_ref`, with their helpers `make_qkx2_quants` and `make_qx_quants`), so that
+// K-quant encoders, following ggml's reference procedure (ggml-quants.c `quantize_row_q2_K_ref`,
+// `quantize_row_q3_K_ref`, `quantize_row_q4_K_ref`, `quantize_row_q5_K_ref`, `quantize_row_q6_K_ref`,
+// with their helpers `make_qkx2_quants`, `make_q3_quants` and `make_qx_quants`), so that
 // files we write hold the same bytes llama.cpp's quantizer writes (without an importance matrix).
 
 /// Round to nearest, ties to even, through the float adder (ggml `nearest_int`).
@@ -9,9 +10,12 @@ func nearestInt(_ v: Float) -> Int {
 }
 
 /// Scale and minimum for `n` values with `nmax + 1` levels: a weighted least-squares search over
-/// `nstep + 1` candidate scales (ggml `make_qkx2_quants`). Returns (scale, -min) and fills `levels`.
+/// `nstep + 1` candidate scales, errors measured squared or (`absolute`) as absolute values
+/// (ggml `make_qkx2_quants`, its `use_mad`). Returns (scale, -min) and fills `levels`.
 func fitScaleAndMin(_ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, _ n: Int, _ nmax: Int,
-                    _ levels: UnsafeMutablePointer<UInt8>, rmin: Float, rdelta: Float, nstep: Int) -> (Float, Float) {
+                    _ levels: UnsafeMutablePointer<UInt8>, rmin: Float, rdelta: Float, nstep: Int,
+                    absolute: Bool = false) -> (Float, Float) {
+    @inline(__always) func cost(_ diff: Float) -> Float { absolute ? abs(diff) : diff * diff }
     var lo = x[0], hi = x[0]
     var sumW = weights[0]
     var sumX = sumW * x[0]
@@ -32,8 +36,7 @@ func fitScaleAndMin(_ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, 
     for i in 0..<n {
         let l = max(0, min(nmax, nearestInt(iscale * (x[i] - lo))))
         levels[i] = UInt8(l)
-        let diff = scale * Float(l) + lo - x[i]
-        bestError += weights[i] * (diff * diff)
+        bestError += weights[i] * cost(scale * Float(l) + lo - x[i])
     }
     var candidate = [UInt8](repeating: 0, count: n)
     for step in 0...nstep {
@@ -57,8 +60,7 @@ func fitScaleAndMin(_ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, 
         }
         var error: Float = 0
         for i in 0..<n {
-            let diff = thisScale * Float(candidate[i]) + thisMin - x[i]
-            error += weights[i] * (diff * diff)
+            error += weights[i] * cost(thisScale * Float(candidate[i]) + thisMin - x[i])
         }
         if error < bestError {
             for i in 0..<n { levels[i] = candidate[i] }
@@ -110,6 +112,158 @@ func fitSymmetricScale(_ x: UnsafePointer<Float>, _ n: Int, _ nmax: Int, _ level
         }
     }
     return scale
+}
+
+/// Symmetric scale for `n` values in [-nmax, nmax-1], refined by moving single levels while that
+/// improves the x²-weighted fit, at most five rounds (ggml `make_q3_quants` with `do_rmse`).
+/// Fills `levels` with l + nmax.
+func fitSymmetricScaleByLevels(_ x: UnsafePointer<Float>, _ n: Int, _ nmax: Int, _ levels: UnsafeMutablePointer<Int8>) -> Float {
+    var maxValue: Float = 0, amax: Float = 0
+    for i in 0..<n where abs(x[i]) > amax {
+        amax = abs(x[i])
+        maxValue = x[i]
+    }
+    if amax < 1e-15 {
+        for i in 0..<n { levels[i] = 0 }
+        return 0
+    }
+    let iscale = -Float(nmax) / maxValue
+    var sumLX: Float = 0, sumL2: Float = 0
+    for i in 0..<n {
+        let l = max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))
+        levels[i] = Int8(l)
+        let w = x[i] * x[i]
+        sumLX += w * x[i] * Float(l)
+        sumL2 += w * Float(l) * Float(l)
+    }
+    for _ in 0..<5 {
+        var changed = 0
+        for i in 0..<n {
+            let w = x[i] * x[i], old = Float(levels[i])
+            var slx = sumLX - w * x[i] * old
+            guard slx > 0 else { continue }
+            var sl2 = sumL2 - w * old * old
+            let new = max(-nmax, min(nmax - 1, nearestInt(x[i] * sl2 / slx)))
+            guard new != Int(levels[i]) else { continue }
+            slx += w * x[i] * Float(new)
+            sl2 += w * Float(new) * Float(new)
+            if sl2 > 0 && slx * slx * sumL2 > sumLX * sumLX * sl2 {
+                levels[i] = Int8(new)
+                sumLX = slx
+                sumL2 = sl2
+                changed += 1
+            }
+        }
+        if changed == 0 { break }
+    }
+    for i in 0..<n { levels[i] += Int8(nmax) }
+    return sumL2 > 0 ? sumLX / sumL2 : 0
+}
+
+/// Q2_K and Q3_K store their 2-bit fields alike: levels[128h + 32j + l] at bits 2j of
+/// qs[32h + l] (`at` the offset of qs).
+private func store2BitFields(_ levels: [UInt8], _ out: UnsafeMutableRawPointer, at: Int) {
+    for h in 0..<2 {
+        for l in 0..<32 {
+            let b = 128 * h + l
+            let byte = levels[b] | levels[b + 32] << 2 | levels[b + 64] << 4 | levels[b + 96] << 6
+            out.storeBytes(of: byte, toByteOffset: at + 32 * h + l, as: UInt8.self)
+        }
+    }
+}
+
+/// One Q2_K super-block (256 values → 84 bytes; ggml `quantize_row_q2_K_ref`): sixteen
+/// sub-blocks of 16 with a 4-bit scale and minimum each, fitted by least absolute deviation
+/// weighted by |x|, as multiples of the super-block's d and dmin.
+func quantizeQ2_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    var levels = [UInt8](repeating: 0, count: 256)
+    var scales = [Float](repeating: 0, count: 16), mins = scales
+    var weights = [Float](repeating: 0, count: 16)
+    var maxScale: Float = 0, maxMin: Float = 0
+    levels.withUnsafeMutableBufferPointer { L in
+        for j in 0..<16 {
+            for l in 0..<16 { weights[l] = abs(x[16 * j + l]) }
+            (scales[j], mins[j]) = weights.withUnsafeBufferPointer {
+                fitScaleAndMin(x + 16 * j, $0.baseAddress!, 16, 3, L.baseAddress! + 16 * j,
+                               rmin: -0.5, rdelta: 0.1, nstep: 15, absolute: true)
+            }
+            maxScale = max(maxScale, scales[j])
+            maxMin = max(maxMin, mins[j])
+        }
+    }
+    var packed = [UInt8](repeating: 0, count: 16)
+    var d: Float16 = 0, dmin: Float16 = 0
+    if maxScale > 0 {
+        let iscale = 15 / maxScale
+        for j in 0..<16 { packed[j] = UInt8(truncatingIfNeeded: nearestInt(iscale * scales[j])) }
+        d = Float16(maxScale / 15)
+    }
+    if maxMin > 0 {
+        let iscale = 15 / maxMin
+        for j in 0..<16 { packed[j] |= UInt8(truncatingIfNeeded: nearestInt(iscale * mins[j]) << 4) }
+        dmin = Float16(maxMin / 15)
+    }
+    for j in 0..<16 {
+        let dj = Float(d) * Float(packed[j] & 0xF)
+        if dj == 0 { continue }
+        let mj = Float(dmin) * Float(packed[j] >> 4)
+        for i in 0..<16 { levels[16 * j + i] = UInt8(max(0, min(3, nearestInt((x[16 * j + i] + mj) / dj)))) }
+    }
+    for j in 0..<16 { out.storeBytes(of: packed[j], toByteOffset: j, as: UInt8.self) }
+    store2BitFields(levels, out, at: 16)
+    out.storeBytes(of: d.bitPattern, toByteOffset: 80, as: UInt16.self)
+    out.storeBytes(of: dmin.bitPattern, toByteOffset: 82, as: UInt16.self)
+}
+
+/// One Q3_K super-block (256 values → 110 bytes; ggml `quantize_row_q3_K_ref`): sixteen
+/// sub-blocks of 16 with a signed 6-bit scale each, levels −4...3 whose third bit goes to hmask.
+func quantizeQ3_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    var levels = [Int8](repeating: 0, count: 256)
+    var scales = [Float](repeating: 0, count: 16)
+    var maxScale: Float = 0, amax: Float = 0
+    levels.withUnsafeMutableBufferPointer { L in
+        for j in 0..<16 {
+            scales[j] = fitSymmetricScaleByLevels(x + 16 * j, 16, 4, L.baseAddress! + 16 * j)
+            if abs(scales[j]) > amax {
+                amax = abs(scales[j])
+                maxScale = scales[j]
+            }
+        }
+    }
+    out.initializeMemory(as: UInt8.self, repeating: 0, count: 110)
+    var d: Float16 = 0
+    if maxScale != 0 {
+        let iscale = -32 / maxScale
+        // The 6-bit values sc + 32, packed as `q3KScales` unpacks them.
+        for j in 0..<16 {
+            let l = UInt8(Int(max(-32, min(31, Int8(truncatingIfNeeded: nearestInt(iscale * scales[j]))))) + 32)
+            let low = j < 8 ? 96 + j : 96 + j - 8
+            let old = out.load(fromByteOffset: low, as: UInt8.self)
+            out.storeBytes(of: old | (j < 8 ? l & 0xF : (l & 0xF) << 4), toByteOffset: low, as: UInt8.self)
+            let high = 104 + j % 4
+            out.storeBytes(of: out.load(fromByteOffset: high, as: UInt8.self) | (l >> 4) << (2 * (j / 4)), toByteOffset: high, as: UInt8.self)
+        }
+        d = Float16(1 / iscale)
+    }
+    let sc = q3KScales(out + 96)
+    for j in 0..<16 {
+        let dj = Float(d) * Float(sc[j])
+        if dj == 0 { continue }
+        for i in 0..<16 { levels[16 * j + i] = Int8(max(-4, min(3, nearestInt(x[16 * j + i] / dj))) + 4) }
+    }
+    // Element e's third bit goes to bit e / 32 of hmask[e % 32].
+    var fields = [UInt8](repeating: 0, count: 256)
+    for e in 0..<256 {
+        var l = UInt8(levels[e])
+        if l > 3 {
+            let m = e % 32
+            out.storeBytes(of: out.load(fromByteOffset: m, as: UInt8.self) | 1 << (e / 32), toByteOffset: m, as: UInt8.self)
+            l -= 4
+        }
+        fields[e] = l
+    }
+    store2BitFields(fields, out, at: 32)
+    out.storeBytes(of: d.bitPattern, toByteOffset: 108, as: UInt16.self)
 }
 
 /// One Q4_K super-block (256 values → 144 bytes).

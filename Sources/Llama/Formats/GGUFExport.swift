@@ -26,31 +26,65 @@ public enum GGUFExport {
             /// Q4_K_M, Q5_K_M: Q6_K for attn_v and ffn_down in the first and last eighths of the
             /// layers and every third layer between.
             case medium
+            /// Q2_K: Q3_K for ffn_down and attn_output, attn_v Q3_K (Q4_K with 4+ query heads per
+            /// key/value head).
+            case q2
+            /// Q3_K_M: Q4_K for attn_output and ffn_down (Q5_K in the first sixteenth of the
+            /// layers), attn_v Q5_K in the first two layers and Q4_K after.
+            case q3Medium
+            /// Q3_K_L: Q5_K for attn_v, attn_output and ffn_down.
+            case q3Large
         }
 
         /// The type of a matrix called `role` (attn_v, ffn_down, output, …; tied embeddings are
-        /// `output`) in layer `layer` of `layers`, with rows of `cols` elements.
-        public func type(role: String, layer: Int, layers: Int, cols: Int) -> TensorType {
+        /// `output`) in layer `layer` of `layers`, with rows of `cols` elements, in a model with
+        /// `gqa` query heads per key/value head.
+        public func type(role: String, layer: Int, layers: Int, cols: Int, gqa: Int) -> TensorType {
             // Float file types keep every matrix in their type (llama.cpp only chooses per tensor
             // for quantized file types).
             if base.isFloat { return base }
             var t = base
+            // (llama.cpp counts attn_v tensors and ffn_down layers; one of each per layer here.)
             switch role {
             case "output":
                 // Q6_K unless the rows are not whole blocks of the base type (then Q8_0) or the
                 // base is Q8_0 already.
                 if cols % base.blockSize != 0 { t = .q8_0 } else if base != .q8_0 { t = .q6_K }
-            case "attn_v", "ffn_down":
-                let moreBits = layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2
-                if mix == .medium && moreBits { t = .q6_K }
-                // (llama.cpp counts attn_v tensors and ffn_down layers; one of each per layer here.)
-                if mix == .small && (role == "attn_v" ? layer < 4 : layer < layers / 8) { t = .q5_K }
+            case "attn_v":
+                switch mix {
+                case .medium where moreBits(layer, layers): t = .q6_K
+                case .small where layer < 4: t = .q5_K
+                case .q2: t = gqa >= 4 ? .q4_K : .q3_K
+                case .q3Medium: t = layer < 2 ? .q5_K : .q4_K
+                case .q3Large: t = .q5_K
+                default: break
+                }
+                // llama.cpp's 70B (80 layers with grouped-query attention) shares each attn_v
+                // between 8 heads: Q3_K and Q4_K become Q5_K.
+                if layers == 80 && gqa > 1 && (t == .q3_K || t == .q4_K) { t = .q5_K }
+            case "ffn_down":
+                switch mix {
+                case .medium where moreBits(layer, layers): t = .q6_K
+                case .small where layer < layers / 8: t = .q5_K
+                case .q2: t = .q3_K
+                case .q3Medium: t = layer < layers / 16 ? .q5_K : .q4_K
+                case .q3Large: t = .q5_K
+                default: break
+                }
+            case "attn_output":
+                switch mix {
+                case .q2: t = .q3_K
+                case .q3Medium: t = .q4_K
+                case .q3Large: t = .q5_K
+                default: break
+                }
             default:
                 break
             }
             // Rows that are not whole 256-blocks: the K-quants' 32-block stand-ins, then F16.
             if t.rowBytes(cols) == nil {
                 switch t {
+                case .q2_K, .q3_K: t = .q4_0
                 case .q4_K: t = .q5_0
                 case .q5_K: t = .q5_1
                 case .q6_K: t = .q8_0
@@ -59,6 +93,11 @@ public enum GGUFExport {
                 if t.rowBytes(cols) == nil { t = .f16 }
             }
             return t
+        }
+
+        /// The first and last eighths of the layers and every third layer between.
+        private func moreBits(_ layer: Int, _ layers: Int) -> Bool {
+            layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2
         }
 
         public static let all: [Recipe] = [
@@ -70,6 +109,10 @@ public enum GGUFExport {
             Recipe(name: "Q4_1", fileType: 3, base: .q4_1, mix: .none),
             Recipe(name: "Q5_0", fileType: 8, base: .q5_0, mix: .none),
             Recipe(name: "Q5_1", fileType: 9, base: .q5_1, mix: .none),
+            Recipe(name: "Q2_K", fileType: 10, base: .q2_K, mix: .q2),
+            Recipe(name: "Q3_K_S", fileType: 11, base: .q3_K, mix: .none),
+            Recipe(name: "Q3_K_M", fileType: 12, base: .q3_K, mix: .q3Medium),
+            Recipe(name: "Q3_K_L", fileType: 13, base: .q3_K, mix: .q3Large),
             // Q4_K with no per-layer choices (llama.cpp's `Q4_K` is an alias of Q4_K_M).
             Recipe(name: "Q4_K", fileType: 14, base: .q4_K, mix: .none),
             Recipe(name: "Q4_K_S", fileType: 14, base: .q4_K, mix: .small),
@@ -136,7 +179,7 @@ public enum GGUFExport {
 
         var tensors: [GGUFWriter.StreamedTensor] = []
         func matrix(_ name: String, _ m: Matrix, role: String, layer: Int = 0, permuteHeads: Int? = nil) {
-            let t = recipe.type(role: role, layer: layer, layers: c.layerCount, cols: m.cols)
+            let t = recipe.type(role: role, layer: layer, layers: c.layerCount, cols: m.cols, gqa: c.headCount / c.kvHeadCount)
             let rowBytes = t.rowBytes(m.cols)!
             tensors.append(.init(name: name, dims: [m.cols, m.rows], type: t) { out in
                 var row = [Float](repeating: 0, count: m.cols)
