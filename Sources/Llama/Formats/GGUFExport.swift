@@ -182,13 +182,21 @@ public enum GGUFExport {
             let t = recipe.type(role: role, layer: layer, layers: c.layerCount, cols: m.cols, gqa: c.headCount / c.kvHeadCount)
             let rowBytes = t.rowBytes(m.cols)!
             tensors.append(.init(name: name, dims: [m.cols, m.rows], type: t) { out in
-                var row = [Float](repeating: 0, count: m.cols)
-                var encoded = [UInt8](repeating: 0, count: rowBytes)
-                for r in 0..<m.rows {
-                    let source = permuteHeads.map { interleavedSourceRow(r, headDim: c.headDim, heads: $0) } ?? r
-                    m.row(source, into: &row)
-                    encoded.withUnsafeMutableBytes { quantizeRow(t, row, m.cols, $0.baseAddress!) }
-                    out += encoded
+                // Rows are encoded independently, 16 to a task on the shared pool (the K-quant
+                // searches are slow: the 1.1B shape to Q3_K_M took 52 s on one thread); the
+                // bytes do not depend on the thread count.
+                let start = out.count, rowsPerTask = 16
+                out += repeatElement(0, count: m.rows * rowBytes)
+                out.withUnsafeMutableBytes { buffer in
+                    let base = SendablePointer((buffer.baseAddress! + start).assumingMemoryBound(to: UInt8.self))
+                    ThreadPool.shared.parallelFor((m.rows + rowsPerTask - 1) / rowsPerTask) { task in
+                        var row = [Float](repeating: 0, count: m.cols)
+                        for r in (task * rowsPerTask)..<min(m.rows, (task + 1) * rowsPerTask) {
+                            let source = permuteHeads.map { interleavedSourceRow(r, headDim: c.headDim, heads: $0) } ?? r
+                            m.row(source, into: &row)
+                            quantizeRow(t, row, m.cols, base.pointer + r * rowBytes)
+                        }
+                    }
                 }
             })
         }
