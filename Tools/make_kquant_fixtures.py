@@ -2,7 +2,7 @@
 """Dev-time: K-quant bytes and per-tensor type choices as llama.cpp's own quantizer writes them.
 Builds a small random F16 llama model (dims multiples of 256), quantizes it with llama.cpp
 (llama-cpp-python's llama_model_quantize, no importance matrix) to Q6_K, Q4_K_M, Q5_K_M, Q2_K and
-Q3_K_M, and keeps a few rows of a few tensors: the F16 source values and the encoded bytes. Then
+Q3_K_M and IQ4_NL, and keeps a few rows of a few tensors: the F16 source values and the encoded bytes. Then
 records the tensor types llama.cpp chooses for every mixed and block recipe, for that model, for a
 second one whose rows (320, 640) are whole 32-blocks but not 256-blocks, where K-quants fall back,
 for one with 4 query heads per key/value head, and for an 80-layer one with grouped-query attention
@@ -66,17 +66,18 @@ out = {"types": [], "cases": []}
 source = {t.name: t for t in gguf.GGUFReader(src).tensors}
 rows = 3
 recipes = [("Q4_0", 2), ("Q4_1", 3), ("Q5_0", 8), ("Q5_1", 9), ("Q8_0", 7), ("Q4_K_S", 14), ("Q4_K_M", 15),
-           ("Q5_K_S", 16), ("Q5_K_M", 17), ("Q6_K", 18), ("Q2_K", 10), ("Q3_K_S", 11), ("Q3_K_M", 12), ("Q3_K_L", 13)]
+           ("Q5_K_S", 16), ("Q5_K_M", 17), ("Q6_K", 18), ("Q2_K", 10), ("Q3_K_S", 11), ("Q3_K_M", 12), ("Q3_K_L", 13),
+           ("IQ4_NL", 25)]
 for model, path, layers, gqa, names in [("512", src, 8, 1, None), ("320", src_odd, 8, 1, None),
-                                        ("512-gqa", src_gqa, 8, 4, ["Q2_K", "Q3_K_M", "Q4_K_M"]),
+                                        ("512-gqa", src_gqa, 8, 4, ["Q2_K", "Q3_K_M", "Q4_K_M", "IQ4_NL"]),
                                         ("256-80-layers", src_80, 80, 2, ["Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M"])]:
     for name, ftype in recipes:
         if names and name not in names: continue
         types = {t.name: [t.tensor_type.name, int(t.shape[0])] for t in quantize(path, name, ftype) if len(t.shape) == 2}
         out["types"].append({"model": model, "recipe": name, "layers": layers, "gqa": gqa, "tensors": types})
-for name, ftype in [("Q6_K", 18), ("Q4_K_M", 15), ("Q5_K_M", 17), ("Q2_K", 10), ("Q3_K_M", 12)]:
+for name, ftype in [("Q6_K", 18), ("Q4_K_M", 15), ("Q5_K_M", 17), ("Q2_K", 10), ("Q3_K_M", 12), ("IQ4_NL", 25)]:
     for t in quantize(src, name, ftype):
-        if t.name in ("blk.0.attn_q.weight", "blk.3.ffn_down.weight", "blk.0.attn_v.weight") and t.tensor_type.name in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"):
+        if t.name in ("blk.0.attn_q.weight", "blk.3.ffn_down.weight", "blk.0.attn_v.weight") and t.tensor_type.name in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL"):
             s = np.asarray(source[t.name].data).reshape(-1, int(source[t.name].shape[0]))[:rows]
             q = np.asarray(t.data).view(np.uint8).reshape(int(t.shape[1]), -1)[:rows]
             out["cases"].append({"tensor": t.name, "type": t.tensor_type.name, "cols": int(s.shape[1]),

@@ -19,6 +19,9 @@
 // Q4_1, group of 8 rows, per block b (160 bytes, the same as 8 × 20):
 //   [8 × Float16 d][8 × Float16 m][128 bytes laid out as Q4_0's].
 //
+// IQ4_NL, group of 8 rows, per block b: as Q4_0's (144 bytes), its nibbles indices into the
+//   16 nonlinear levels.
+//
 // Q5_0 and Q5_1, group of 8 rows, per block b (176 and 192 bytes, the same as 8 × 22, 8 × 24):
 //   [8 × Float16 d][Q5_1: 8 × Float16 m][32 bytes fifth bits: row r × 4 bytes][128 bytes laid out as Q4_0's]
 //   Row r's fifth-bit word holds at bit 8k + 2c + h the fifth bit of the element whose nibble is
@@ -94,6 +97,7 @@ extension TensorType {
         case .q4_1: return cols / 32 * 160
         case .q5_0: return cols / 32 * 176
         case .q5_1: return cols / 32 * 192
+        case .iq4_nl: return cols / 32 * 144
         case .q4_K: return cols / 256 * 1184
         case .q5_K: return cols / 256 * 1440
         case .q2_K: return cols / 256 * 672
@@ -123,6 +127,7 @@ extension Matrix {
             case .q4_0: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4)
             case .q4_1: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4, halves: 2)
             case .q5_0: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4, fifthBits: true)
+            case .iq4_nl: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4)
             case .q5_1: interleaveBlocks(src, source.rowBytes, dst, blocks: source.cols / 32, chunks: 4, halves: 2, fifthBits: true)
             case .q4_K: interleaveQ4_K(src, source.rowBytes, dst, superBlocks: source.cols / 256)
             case .q5_K: interleaveQ4_K(src, source.rowBytes, dst, superBlocks: source.cols / 256, fifthBits: true)
@@ -143,7 +148,7 @@ extension Matrix {
         }
         let group = data + r / 8 * groupBytes, lane = r % 8
         switch type {
-        case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1:
+        case .q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl:
             let blockBytes = type.blockBytes, halves = type == .q4_1 || type == .q5_1 ? 2 : 1
             let fifth = type == .q5_0 || type == .q5_1, chunks = type == .q8_0 ? 8 : 4
             let qs = 2 * halves + (fifth ? 4 : 0)
@@ -647,6 +652,85 @@ func gemm4Nibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Activ
     return (a0, a1, a2, a3)
 }
 
+/// IQ4_NL's 16 levels in each 16-byte lane, as `macLevels` multiplies them: with VNNI offset by
+/// 128 (unsigned, for `vpdpbusd`), else signed.
+@inline(__always) private func iq4nlTable() -> __m256i {
+    #if LLAMA_VNNI
+    let table = SIMD16<UInt8>(truncatingIfNeeded: iq4nlLevels) ^ 0x80
+    #else
+    let table = unsafeBitCast(iq4nlLevels, to: SIMD16<UInt8>.self)
+    #endif
+    return unsafeBitCast(SIMD32<UInt8>(lowHalf: table, highHalf: table), to: __m256i.self)
+}
+
+/// `s` (int32 lanes) plus level·x summed in fours. With VNNI the levels come offset by 128
+/// (`vpdpbusd` wants one unsigned operand), so the sums are Σ(level + 128)·x, and
+/// `iq4nlFinish` takes 128·Σx off; without it |level|·(±x) by `maddubs` (pairs stay within
+/// int16: 2 × 127 × 127), widened at once.
+@inline(__always) private func macLevels(_ s: __m256i, _ v: __m256i, _ x: __m256i) -> __m256i {
+    #if LLAMA_VNNI
+    _mm256_mask_dpbusd_epi32(s, 0xFF, v, x)
+    #else
+    _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(x, v)), _mm256_set1_epi16(1)))
+    #endif
+}
+
+/// Σ level·x from `macLevels`' sums, exact.
+@inline(__always) private func iq4nlSums(_ s: __m256i, _ x: Q8Activations, _ b: Int) -> __m256i {
+    #if LLAMA_VNNI
+    _mm256_sub_epi32(s, _mm256_set1_epi32(128 * x.blockSum(b)))
+    #else
+    s
+    #endif
+}
+
+/// 8 rows of IQ4_NL · one quantized input.
+@inline(__always)
+func gemvIQ4_NLx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
+    let mask = _mm256_set1_epi8(0x0F), table = iq4nlTable()
+    var acc = _mm256_setzero_ps()
+    for b in 0..<(x.count / 32) {
+        let block = group + b * 144, xq = UnsafeRawPointer(x.q + b * 32)
+        var s = _mm256_setzero_si256()
+        for c in 0..<4 {
+            let v = load32(block + 16 + 32 * c)
+            s = macLevels(s, _mm256_shuffle_epi8(table, _mm256_and_si256(v, mask)), broadcast4(xq + 4 * c))
+            s = macLevels(s, _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)), broadcast4(xq + 16 + 4 * c))
+        }
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(halves8(block), _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(iq4nlSums(s, x, b)), acc)
+    }
+    return acc
+}
+
+/// 8 rows of IQ4_NL · 4 quantized inputs, each block's levels looked up once for all four.
+@inline(__always)
+func gemm4IQ4_NLx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
+                   _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
+    let mask = _mm256_set1_epi8(0x0F), table = iq4nlTable()
+    var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
+    for b in 0..<(x0.count / 32) {
+        let block = group + b * 144, o = b * 32
+        let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
+        let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
+        var s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0
+        for c in 0..<4 {
+            let v = load32(block + 16 + 32 * c)
+            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, mask))
+            let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask))
+            s0 = macLevels(macLevels(s0, lo, broadcast4(p0 + 4 * c)), hi, broadcast4(p0 + 16 + 4 * c))
+            s1 = macLevels(macLevels(s1, lo, broadcast4(p1 + 4 * c)), hi, broadcast4(p1 + 16 + 4 * c))
+            s2 = macLevels(macLevels(s2, lo, broadcast4(p2 + 4 * c)), hi, broadcast4(p2 + 16 + 4 * c))
+            s3 = macLevels(macLevels(s3, lo, broadcast4(p3 + 4 * c)), hi, broadcast4(p3 + 16 + 4 * c))
+        }
+        let d = halves8(block)
+        a0 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x0.d[b])), _mm256_cvtepi32_ps(iq4nlSums(s0, x0, b)), a0)
+        a1 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x1.d[b])), _mm256_cvtepi32_ps(iq4nlSums(s1, x1, b)), a1)
+        a2 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x2.d[b])), _mm256_cvtepi32_ps(iq4nlSums(s2, x2, b)), a2)
+        a3 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x3.d[b])), _mm256_cvtepi32_ps(iq4nlSums(s3, x3, b)), a3)
+    }
+    return (a0, a1, a2, a3)
+}
+
 /// Byte offsets in an interleaved Q4_K or Q5_K group: a super-block, and pair p's fifth bits
 /// (Q5_K) and nibbles.
 struct ScaleMinBlocks {
@@ -997,6 +1081,7 @@ private func gemvx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: Q8Activa
     case .q4_1: gemvNibblesx8(.q4_1, group, x)
     case .q5_0: gemvNibblesx8(.q5_0, group, x)
     case .q5_1: gemvNibblesx8(.q5_1, group, x)
+    case .iq4_nl: gemvIQ4_NLx8(group, x)
     case .q4_K: gemvScaleMinx8(.q4_K, group, x)
     case .q5_K: gemvScaleMinx8(.q5_K, group, x)
     case .q2_K: gemvLowBitx8(.q2_K, group, x)
@@ -1016,6 +1101,7 @@ private func gemm4x8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: UnsafeB
     case .q4_1: gemm4Nibblesx8(.q4_1, group, x0, x1, x2, x3)
     case .q5_0: gemm4Nibblesx8(.q5_0, group, x0, x1, x2, x3)
     case .q5_1: gemm4Nibblesx8(.q5_1, group, x0, x1, x2, x3)
+    case .iq4_nl: gemm4IQ4_NLx8(group, x0, x1, x2, x3)
     case .q4_K: gemm4ScaleMinx8(.q4_K, group, x0, x1, x2, x3)
     case .q5_K: gemm4ScaleMinx8(.q5_K, group, x0, x1, x2, x3)
     case .q2_K: gemm4LowBitx8(.q2_K, group, x0, x1, x2, x3)
@@ -1038,7 +1124,7 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
     // From 8 inputs: at 4 (four sequences decoding together) reading two groups side by side
     // cost about what the wider tile saved (1.1B Q4_0 tg32x4 -2%, the default model +2%), and
     // one input at a time it halved decoding speed (two streams where the prefetcher follows one).
-    let hasWide = switch w.type { case .q2_K, .q3_K: false; default: true }
+    let hasWide = switch w.type { case .q2_K, .q3_K, .iq4_nl: false; default: true }
     if batch >= 8 && wide16 && hasWide {
         while r + 16 <= rows.upperBound {
             let group = w.data + r / 8 * groupBytes

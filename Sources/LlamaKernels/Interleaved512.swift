@@ -1,4 +1,4 @@
-// Prompt tiles for the interleaved formats (all but Q2_K and Q3_K) in 64-byte registers, for CPUs with AVX-512
+// Prompt tiles for the interleaved formats (all but Q2_K, Q3_K, IQ4_NL) in 64-byte registers, for CPUs with AVX-512
 // VNNI (Package.swift sets LLAMA_VNNI). Two adjacent 8-row groups share each register: lanes 0-7
 // hold a 4-byte chunk of each row of the first group, lanes 8-15 the same chunk of the second,
 // so one `vpdpbusd` against a 4-byte group of activations broadcast to all 16 lanes advances 16

@@ -266,6 +266,65 @@ func quantizeQ3_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
     out.storeBytes(of: d.bitPattern, toByteOffset: 108, as: UInt16.self)
 }
 
+/// The index of the level nearest `x` in the sorted `levels` (ggml `best_index_int8`; a tie
+/// goes to the upper level).
+private func nearestLevel(_ levels: SIMD16<Int8>, _ x: Float) -> Int {
+    if x <= Float(levels[0]) { return 0 }
+    if x >= Float(levels[15]) { return 15 }
+    var lo = 0, hi = 15
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2
+        if x < Float(levels[mid]) { hi = mid } else { lo = mid }
+    }
+    return x - Float(levels[hi - 1]) < Float(levels[hi]) - x ? hi - 1 : hi
+}
+
+/// One IQ4_NL block (32 values → 18 bytes; ggml `quantize_row_iq4_nl_ref`, which is
+/// `quantize_row_iq4_nl_impl` with one block per super-block, no importance weights and 7
+/// tries): d fitted to x²-weighted least squares over the 16 nonlinear levels, trying the
+/// scales that put the block's extreme value on each of 15 nearby level positions.
+func quantizeIQ4_NL(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
+    let levels = iq4nlLevels, ntry = 7
+    var amax: Float = 0, maxValue: Float = 0
+    for j in 0..<32 where abs(x[j]) > amax {
+        amax = abs(x[j])
+        maxValue = x[j]
+    }
+    var scale: Float = 0
+    if amax >= 1e-15 {
+        var id = 1 / (-maxValue / Float(levels[0]))
+        var sumQX: Float = 0, sumQ2: Float = 0
+        for j in 0..<32 {
+            let q = Float(levels[nearestLevel(levels, id * x[j])]), w = x[j] * x[j]
+            sumQX += w * q * x[j]
+            sumQ2 += w * q * q
+        }
+        scale = sumQ2 > 0 ? sumQX / sumQ2 : 0
+        var best = scale * sumQX
+        for attempt in -ntry...ntry {
+            id = (Float(attempt) + Float(levels[0])) / maxValue
+            sumQX = 0
+            sumQ2 = 0
+            for j in 0..<32 {
+                let q = Float(levels[nearestLevel(levels, id * x[j])]), w = x[j] * x[j]
+                sumQX += w * q * x[j]
+                sumQ2 += w * q * q
+            }
+            if sumQ2 > 0 && sumQX * sumQX > best * sumQ2 {
+                scale = sumQX / sumQ2
+                best = scale * sumQX
+            }
+        }
+    }
+    out.storeBytes(of: Float16(scale).bitPattern, as: UInt16.self)
+    // The levels again from the unrounded scale (ggml does the same).
+    let id: Float = scale != 0 ? 1 / scale : 0
+    for j in 0..<16 {
+        let l0 = UInt8(nearestLevel(levels, id * x[j])), l1 = UInt8(nearestLevel(levels, id * x[j + 16]))
+        out.storeBytes(of: l0 | l1 << 4, toByteOffset: 2 + j, as: UInt8.self)
+    }
+}
+
 /// One Q4_K super-block (256 values → 144 bytes).
 func quantizeQ4_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
     quantizeScaleMinK(x, out, bits: 4)

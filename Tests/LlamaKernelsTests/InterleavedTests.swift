@@ -36,7 +36,7 @@ final class InterleavedTests: XCTestCase {
 
     func testInterleavedMatchesRowMajor() throws {
         for (type, cols) in [(TensorType.q8_0, 96), (.q4_0, 96), (.q4_0, 2048), (.q4_1, 576), (.q5_0, 576), (.q5_1, 96),
-                            (.q4_K, 512), (.q5_K, 512), (.q6_K, 512), (.q2_K, 512), (.q3_K, 256)] {
+                            (.q4_K, 512), (.q5_K, 512), (.q6_K, 512), (.q2_K, 512), (.q3_K, 256), (.iq4_nl, 160)] {
             let rows = 24
             let bytes = quantizedMatrix(type, rows: rows, cols: cols, seed: UInt64(cols))
             try bytes.withUnsafeBytes { raw in

@@ -40,7 +40,7 @@ final class KQuantTests: XCTestCase {
 
     func testEncodingMatchesLlamaCpp() throws {
         let f = try fixture()
-        XCTAssertEqual(Set(f.cases.map(\.type)), ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
+        XCTAssertEqual(Set(f.cases.map(\.type)), ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL"])
         for c in f.cases {
             let type = try XCTUnwrap(TensorType.allCases.first { $0.description == c.type })
             let halves = [UInt8](Data(base64Encoded: c.source_f16)!)
@@ -63,12 +63,12 @@ final class KQuantTests: XCTestCase {
 
     /// Every recipe llama.cpp also has, on a model with 512-wide rows and on one whose 320- and
     /// 640-wide rows are not whole 256-blocks (K-quants fall back to Q4_0, Q5_0, Q5_1, Q8_0
-    /// there); the Q2_K, Q3_K and Q4_K mixes also with 4 query heads per key/value head, and on
+    /// there); the Q2_K, Q3_K, Q4_K and IQ4_NL mixes also with 4 query heads per key/value head, and on
     /// an 80-layer model with grouped-query attention (llama.cpp's "70B" rule for attn_v).
     func testRecipesChooseTheSameTypesAsLlamaCpp() throws {
         let f = try fixture()
         XCTAssertEqual(Set(f.types.map(\.recipe)), ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
-                                                   "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L"])
+                                                   "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_NL"])
         XCTAssertEqual(Set(f.types.map(\.model)), ["512", "320", "512-gqa", "256-80-layers"])
         for entry in f.types {
             let recipe = try XCTUnwrap(GGUFExport.Recipe.named(entry.recipe))

@@ -34,6 +34,9 @@ public enum GGUFExport {
             case q3Medium
             /// Q3_K_L: Q5_K for attn_v, attn_output and ffn_down.
             case q3Large
+            /// IQ4_NL: Q5_K for the first eighth of ffn_down, and attn_v with 4+ query heads per
+            /// key/value head.
+            case nonlinear
         }
 
         /// The type of a matrix called `role` (attn_v, ffn_down, output, …; tied embeddings are
@@ -57,6 +60,7 @@ public enum GGUFExport {
                 case .q2: t = gqa >= 4 ? .q4_K : .q3_K
                 case .q3Medium: t = layer < 2 ? .q5_K : .q4_K
                 case .q3Large: t = .q5_K
+                case .nonlinear where gqa >= 4: t = .q5_K
                 default: break
                 }
                 // llama.cpp's 70B (80 layers with grouped-query attention) shares each attn_v
@@ -69,6 +73,7 @@ public enum GGUFExport {
                 case .q2: t = .q3_K
                 case .q3Medium: t = layer < layers / 16 ? .q5_K : .q4_K
                 case .q3Large: t = .q5_K
+                case .nonlinear where layer < layers / 8: t = .q5_K
                 default: break
                 }
             case "attn_output":
@@ -109,6 +114,7 @@ public enum GGUFExport {
             Recipe(name: "Q4_1", fileType: 3, base: .q4_1, mix: .none),
             Recipe(name: "Q5_0", fileType: 8, base: .q5_0, mix: .none),
             Recipe(name: "Q5_1", fileType: 9, base: .q5_1, mix: .none),
+            Recipe(name: "IQ4_NL", fileType: 25, base: .iq4_nl, mix: .nonlinear),
             Recipe(name: "Q2_K", fileType: 10, base: .q2_K, mix: .q2),
             Recipe(name: "Q3_K_S", fileType: 11, base: .q3_K, mix: .none),
             Recipe(name: "Q3_K_M", fileType: 12, base: .q3_K, mix: .q3Medium),

@@ -46,7 +46,7 @@ public struct LayerWeights: Sendable {
 /// The parameters of a model in memory: the one type every file format loads into.
 /// Large matrices point into memory owned by `storage` (usually memory-mapped files), in
 /// whatever format the file stores them; nothing here knows which file that was. Formats with
-/// interleaved kernels (all block formats but IQ4_NL, on AVX2 builds) are repacked into 8-row
+/// interleaved kernels (every block format, on AVX2 builds) are repacked into 8-row
 /// groups at load (LlamaKernels/Interleaved.swift), and the file's pages they came from are released.
 public final class Weights: @unchecked Sendable {
     public let config: ModelConfig
