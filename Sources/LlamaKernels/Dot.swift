@@ -697,16 +697,15 @@ public func quantizeRow(_ type: TensorType, _ x: UnsafePointer<Float>, _ n: Int,
         }
     case .iq4_nl:
         for b in 0..<(n / 32) { quantizeIQ4_NL(x + b * 32, dst + b * 18) }
-    case .q2_K:
-        for b in 0..<(n / 256) { quantizeQ2_K(x + b * 256, dst + b * 84) }
-    case .q3_K:
-        for b in 0..<(n / 256) { quantizeQ3_K(x + b * 256, dst + b * 110) }
-    case .q4_K:
-        for b in 0..<(n / 256) { quantizeQ4_K(x + b * 256, dst + b * 144) }
-    case .q5_K:
-        for b in 0..<(n / 256) { quantizeQ5_K(x + b * 256, dst + b * 176) }
-    case .q6_K:
-        for b in 0..<(n / 256) { quantizeQ6_K(x + b * 256, dst + b * 210) }
+    case .q2_K, .q3_K, .q4_K, .q5_K, .q6_K:
+        let encode = switch type {
+        case .q2_K: quantizeQ2_K
+        case .q3_K: quantizeQ3_K
+        case .q4_K: quantizeQ4_K
+        case .q5_K: quantizeQ5_K
+        default: quantizeQ6_K
+        }
+        for b in 0..<(n / 256) { encode(x + b * 256, dst + b * type.blockBytes) }
     default:
         preconditionFailure("no quantizer for \(type)")
     }

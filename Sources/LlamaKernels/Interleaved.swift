@@ -537,26 +537,55 @@ func gemm4Q8_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
 }
 
 /// Layout of an interleaved group of the 32-element 4- and 5-bit formats (Q4_0, Q4_1, Q5_0,
-/// Q5_1): the bytes of one block of 8 rows, and where its parts start.
+/// Q5_1, IQ4_NL): the bytes of one block of 8 rows, and where its parts start.
 struct NibbleBlocks {
-    /// Q4_1, Q5_1: x = d·q + m with q unsigned; Q4_0, Q5_0: x = d·(q − zero).
-    let withMin: Bool, fifth: Bool
+    /// Q4_1, Q5_1: x = d·q + m with q unsigned; Q4_0, Q5_0: x = d·(q − zero); IQ4_NL
+    /// (`levels`): x = d·level[q], multiplied as `levelBytes` gives them.
+    let withMin: Bool, fifth: Bool, levels: Bool
     var bytes: Int { 144 + (withMin ? 16 : 0) + (fifth ? 32 : 0) }
     var bits: Int { withMin ? 32 : 16 }
     var qs: Int { bits + (fifth ? 32 : 0) }
-    var zero: Int32 { fifth ? 16 : 8 }
+    /// What each integer sum holds per unit of Σx beyond Σ value·x.
+    var zero: Int32 { levels ? levelOffset : fifth ? 16 : 8 }
 
     @inline(__always) init(_ type: TensorType) {
         withMin = type == .q4_1 || type == .q5_1
         fifth = type == .q5_0 || type == .q5_1
+        levels = type == .iq4_nl
     }
 }
+
+/// IQ4_NL's 16 levels, as the kernels multiply them: with VNNI offset by `levelOffset` = 128
+/// (unsigned, for `vpdpbusd`; the sums then hold 128·Σx extra), else signed (multiplied as
+/// |level|·(±x) by `macLevels`).
+@inline(__always) func levelBytes() -> SIMD16<UInt8> {
+    #if LLAMA_VNNI
+    SIMD16<UInt8>(truncatingIfNeeded: iq4nlLevels) ^ 0x80
+    #else
+    unsafeBitCast(iq4nlLevels, to: SIMD16<UInt8>.self)
+    #endif
+}
+#if LLAMA_VNNI
+let levelOffset: Int32 = 128
+#else
+let levelOffset: Int32 = 0
+#endif
 
 /// Σ q·x over one block of 8 interleaved rows (q unsigned: the nibble, plus 16 for a set fifth
 /// bit), as 8 int32 lanes, one per row.
 @inline(__always)
-private func nibbleBlockSums(_ f: NibbleBlocks, _ block: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mask: __m256i) -> __m256i {
+private func nibbleBlockSums(_ f: NibbleBlocks, _ block: UnsafeRawPointer, _ xq: UnsafeRawPointer, _ mask: __m256i,
+                             _ table: __m256i) -> __m256i {
     let qs = block + f.qs
+    if f.levels {
+        var s = _mm256_setzero_si256()
+        for c in 0..<4 {
+            let v = load32(qs + 32 * c)
+            s = macLevels(s, _mm256_shuffle_epi8(table, _mm256_and_si256(v, mask)), broadcast4(xq + 4 * c))
+            s = macLevels(s, _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)), broadcast4(xq + 16 + 4 * c))
+        }
+        return s
+    }
     if f.fifth {
         let w = load32(block + f.bits)
         var s = _mm256_setzero_si256()
@@ -577,16 +606,24 @@ private func nibbleBlockSums(_ f: NibbleBlocks, _ block: UnsafeRawPointer, _ xq:
     return widen(s)
 }
 
-/// 8 rows of Q4_0, Q4_1, Q5_0 or Q5_1 (one interleaved group) · one quantized input: the 8 dot
-/// products. Q4_0/Q5_0: Σ(q − zero)·x = Σq·x − zero·Σx, exact in int32; Q4_1/Q5_1:
-/// d·dx·Σq·x + m·(dx·Σx) per block (ggml's q4_1·q8_1), the offsets summed apart and added last.
+/// The levels table for `_mm256_shuffle_epi8` (IQ4_NL; zeros for the other formats).
+@inline(__always) private func levelTable(_ f: NibbleBlocks) -> __m256i {
+    guard f.levels else { return _mm256_setzero_si256() }
+    let t = levelBytes()
+    return unsafeBitCast(SIMD32<UInt8>(lowHalf: t, highHalf: t), to: __m256i.self)
+}
+
+/// 8 rows of Q4_0, Q4_1, Q5_0, Q5_1 or IQ4_NL (one interleaved group) · one quantized input: the
+/// 8 dot products. Q4_0/Q5_0/IQ4_NL: Σ(q − zero)·x = Σq·x − zero·Σx, exact in int32;
+/// Q4_1/Q5_1: d·dx·Σq·x + m·(dx·Σx) per block (ggml's q4_1·q8_1), the offsets summed apart and
+/// added last.
 @inline(__always)
 func gemvNibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
-    let f = NibbleBlocks(type), mask = _mm256_set1_epi8(0x0F)
+    let f = NibbleBlocks(type), mask = _mm256_set1_epi8(0x0F), table = levelTable(f)
     var acc = _mm256_setzero_ps(), offsets = _mm256_setzero_ps()
     for b in 0..<(x.count / 32) {
         let block = group + b * f.bytes
-        var sums = nibbleBlockSums(f, block, x.q + b * 32, mask)
+        var sums = nibbleBlockSums(f, block, x.q + b * 32, mask, table)
         if f.withMin {
             offsets = _mm256_fmadd_ps(halves8(block + 16), _mm256_set1_ps(x.s[b]), offsets)
         } else {
@@ -597,12 +634,13 @@ func gemvNibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: Q8Activat
     return f.withMin ? _mm256_add_ps(acc, offsets) : acc
 }
 
-/// 8 rows of Q4_0, Q4_1, Q5_0 or Q5_1 · 4 quantized inputs: each weight byte is unpacked once
-/// for all four. Each input's sums and their scaling follow `gemvNibblesx8` step for step.
+/// 8 rows of Q4_0, Q4_1, Q5_0, Q5_1 or IQ4_NL · 4 quantized inputs: each weight byte is
+/// unpacked once for all four. Each input's sums and their scaling follow `gemvNibblesx8` step
+/// for step.
 @inline(__always)
 func gemm4Nibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
                     _ x2: Q8Activations, _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
-    let f = NibbleBlocks(type), mask = _mm256_set1_epi8(0x0F)
+    let f = NibbleBlocks(type), mask = _mm256_set1_epi8(0x0F), table = levelTable(f)
     var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for b in 0..<(x0.count / 32) {
         let block = group + b * f.bytes
@@ -614,7 +652,13 @@ func gemm4Nibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Activ
         for c in 0..<4 {
             let v = load32(block + f.qs + 32 * c)
             var lo = _mm256_and_si256(v, mask), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)
-            if f.fifth {
+            if f.levels {
+                lo = _mm256_shuffle_epi8(table, lo); hi = _mm256_shuffle_epi8(table, hi)
+                s0 = macLevels(macLevels(s0, lo, broadcast4(p0 + 4 * c)), hi, broadcast4(p0 + 16 + 4 * c))
+                s1 = macLevels(macLevels(s1, lo, broadcast4(p1 + 4 * c)), hi, broadcast4(p1 + 16 + 4 * c))
+                s2 = macLevels(macLevels(s2, lo, broadcast4(p2 + 4 * c)), hi, broadcast4(p2 + 16 + 4 * c))
+                s3 = macLevels(macLevels(s3, lo, broadcast4(p3 + 4 * c)), hi, broadcast4(p3 + 16 + 4 * c))
+            } else if f.fifth {
                 let (fl, fh) = fifthBits(w, c)
                 lo = _mm256_or_si256(lo, fl); hi = _mm256_or_si256(hi, fh)
                 s0 = mac2(s0, lo, broadcast4(p0 + 4 * c), hi, broadcast4(p0 + 16 + 4 * c))
@@ -630,7 +674,7 @@ func gemm4Nibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Activ
         }
         let d = halves8(block)
         @inline(__always) func finish(_ s: __m256i, _ x: Q8Activations, _ acc: inout __m256) {
-            var sums = f.fifth ? s : widen(s)
+            var sums = f.fifth || f.levels ? s : widen(s)
             // Q4_1/Q5_1: q unsigned; the block offsets m·(dx·Σx) are summed apart, below.
             if !f.withMin { sums = _mm256_sub_epi32(sums, _mm256_set1_epi32(f.zero * x.blockSum(b))) }
             acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(sums), acc)
@@ -652,83 +696,15 @@ func gemm4Nibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Activ
     return (a0, a1, a2, a3)
 }
 
-/// IQ4_NL's 16 levels in each 16-byte lane, as `macLevels` multiplies them: with VNNI offset by
-/// 128 (unsigned, for `vpdpbusd`), else signed.
-@inline(__always) private func iq4nlTable() -> __m256i {
-    #if LLAMA_VNNI
-    let table = SIMD16<UInt8>(truncatingIfNeeded: iq4nlLevels) ^ 0x80
-    #else
-    let table = unsafeBitCast(iq4nlLevels, to: SIMD16<UInt8>.self)
-    #endif
-    return unsafeBitCast(SIMD32<UInt8>(lowHalf: table, highHalf: table), to: __m256i.self)
-}
-
-/// `s` (int32 lanes) plus level·x summed in fours. With VNNI the levels come offset by 128
-/// (`vpdpbusd` wants one unsigned operand), so the sums are Σ(level + 128)·x, and
-/// `iq4nlFinish` takes 128·Σx off; without it |level|·(±x) by `maddubs` (pairs stay within
-/// int16: 2 × 127 × 127), widened at once.
+/// `s` (int32 lanes) plus level·x summed in fours: with VNNI one `vpdpbusd` of the offset
+/// levels; without, |level|·(±x) by `maddubs` (pairs stay within int16: 2 × 127 × 127),
+/// widened at once.
 @inline(__always) private func macLevels(_ s: __m256i, _ v: __m256i, _ x: __m256i) -> __m256i {
     #if LLAMA_VNNI
     _mm256_mask_dpbusd_epi32(s, 0xFF, v, x)
     #else
     _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(x, v)), _mm256_set1_epi16(1)))
     #endif
-}
-
-/// Σ level·x from `macLevels`' sums, exact.
-@inline(__always) private func iq4nlSums(_ s: __m256i, _ x: Q8Activations, _ b: Int) -> __m256i {
-    #if LLAMA_VNNI
-    _mm256_sub_epi32(s, _mm256_set1_epi32(128 * x.blockSum(b)))
-    #else
-    s
-    #endif
-}
-
-/// 8 rows of IQ4_NL · one quantized input.
-@inline(__always)
-func gemvIQ4_NLx8(_ group: UnsafeRawPointer, _ x: Q8Activations) -> __m256 {
-    let mask = _mm256_set1_epi8(0x0F), table = iq4nlTable()
-    var acc = _mm256_setzero_ps()
-    for b in 0..<(x.count / 32) {
-        let block = group + b * 144, xq = UnsafeRawPointer(x.q + b * 32)
-        var s = _mm256_setzero_si256()
-        for c in 0..<4 {
-            let v = load32(block + 16 + 32 * c)
-            s = macLevels(s, _mm256_shuffle_epi8(table, _mm256_and_si256(v, mask)), broadcast4(xq + 4 * c))
-            s = macLevels(s, _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask)), broadcast4(xq + 16 + 4 * c))
-        }
-        acc = _mm256_fmadd_ps(_mm256_mul_ps(halves8(block), _mm256_set1_ps(x.d[b])), _mm256_cvtepi32_ps(iq4nlSums(s, x, b)), acc)
-    }
-    return acc
-}
-
-/// 8 rows of IQ4_NL · 4 quantized inputs, each block's levels looked up once for all four.
-@inline(__always)
-func gemm4IQ4_NLx8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations, _ x2: Q8Activations,
-                   _ x3: Q8Activations) -> (__m256, __m256, __m256, __m256) {
-    let mask = _mm256_set1_epi8(0x0F), table = iq4nlTable()
-    var a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
-    for b in 0..<(x0.count / 32) {
-        let block = group + b * 144, o = b * 32
-        let p0 = UnsafeRawPointer(x0.q + o), p1 = UnsafeRawPointer(x1.q + o)
-        let p2 = UnsafeRawPointer(x2.q + o), p3 = UnsafeRawPointer(x3.q + o)
-        var s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0
-        for c in 0..<4 {
-            let v = load32(block + 16 + 32 * c)
-            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, mask))
-            let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), mask))
-            s0 = macLevels(macLevels(s0, lo, broadcast4(p0 + 4 * c)), hi, broadcast4(p0 + 16 + 4 * c))
-            s1 = macLevels(macLevels(s1, lo, broadcast4(p1 + 4 * c)), hi, broadcast4(p1 + 16 + 4 * c))
-            s2 = macLevels(macLevels(s2, lo, broadcast4(p2 + 4 * c)), hi, broadcast4(p2 + 16 + 4 * c))
-            s3 = macLevels(macLevels(s3, lo, broadcast4(p3 + 4 * c)), hi, broadcast4(p3 + 16 + 4 * c))
-        }
-        let d = halves8(block)
-        a0 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x0.d[b])), _mm256_cvtepi32_ps(iq4nlSums(s0, x0, b)), a0)
-        a1 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x1.d[b])), _mm256_cvtepi32_ps(iq4nlSums(s1, x1, b)), a1)
-        a2 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x2.d[b])), _mm256_cvtepi32_ps(iq4nlSums(s2, x2, b)), a2)
-        a3 = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(x3.d[b])), _mm256_cvtepi32_ps(iq4nlSums(s3, x3, b)), a3)
-    }
-    return (a0, a1, a2, a3)
 }
 
 /// Byte offsets in an interleaved Q4_K or Q5_K group: a super-block, and pair p's fifth bits
@@ -1081,7 +1057,7 @@ private func gemvx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: Q8Activa
     case .q4_1: gemvNibblesx8(.q4_1, group, x)
     case .q5_0: gemvNibblesx8(.q5_0, group, x)
     case .q5_1: gemvNibblesx8(.q5_1, group, x)
-    case .iq4_nl: gemvIQ4_NLx8(group, x)
+    case .iq4_nl: gemvNibblesx8(.iq4_nl, group, x)
     case .q4_K: gemvScaleMinx8(.q4_K, group, x)
     case .q5_K: gemvScaleMinx8(.q5_K, group, x)
     case .q2_K: gemvLowBitx8(.q2_K, group, x)
@@ -1101,7 +1077,7 @@ private func gemm4x8(_ type: TensorType, _ group: UnsafeRawPointer, _ x: UnsafeB
     case .q4_1: gemm4Nibblesx8(.q4_1, group, x0, x1, x2, x3)
     case .q5_0: gemm4Nibblesx8(.q5_0, group, x0, x1, x2, x3)
     case .q5_1: gemm4Nibblesx8(.q5_1, group, x0, x1, x2, x3)
-    case .iq4_nl: gemm4IQ4_NLx8(group, x0, x1, x2, x3)
+    case .iq4_nl: gemm4Nibblesx8(.iq4_nl, group, x0, x1, x2, x3)
     case .q4_K: gemm4ScaleMinx8(.q4_K, group, x0, x1, x2, x3)
     case .q5_K: gemm4ScaleMinx8(.q5_K, group, x0, x1, x2, x3)
     case .q2_K: gemm4LowBitx8(.q2_K, group, x0, x1, x2, x3)
@@ -1124,7 +1100,7 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
     // From 8 inputs: at 4 (four sequences decoding together) reading two groups side by side
     // cost about what the wider tile saved (1.1B Q4_0 tg32x4 -2%, the default model +2%), and
     // one input at a time it halved decoding speed (two streams where the prefetcher follows one).
-    let hasWide = switch w.type { case .q2_K, .q3_K, .iq4_nl: false; default: true }
+    let hasWide = switch w.type { case .q2_K, .q3_K: false; default: true }
     if batch >= 8 && wide16 && hasWide {
         while r + 16 <= rows.upperBound {
             let group = w.data + r / 8 * groupBytes
@@ -1138,6 +1114,7 @@ func interleavedProduct(_ w: Matrix, groupBytes: Int, rows: Range<Int>, _ xq: Un
                 case .q4_1: gemm4Nibblesx16(.q4_1, group, next, x0, x1, x2, x3)
                 case .q5_0: gemm4Nibblesx16(.q5_0, group, next, x0, x1, x2, x3)
                 case .q5_1: gemm4Nibblesx16(.q5_1, group, next, x0, x1, x2, x3)
+                case .iq4_nl: gemm4Nibblesx16(.iq4_nl, group, next, x0, x1, x2, x3)
                 case .q4_K: gemm4ScaleMinx16(.q4_K, group, next, x0, x1, x2, x3)
                 case .q5_K: gemm4ScaleMinx16(.q5_K, group, next, x0, x1, x2, x3)
                 default: gemm4Q6_Kx16(group, next, x0, x1, x2, x3)

@@ -1,4 +1,4 @@
-// Prompt tiles for the interleaved formats (all but Q2_K, Q3_K, IQ4_NL) in 64-byte registers, for CPUs with AVX-512
+// Prompt tiles for the interleaved formats (all but Q2_K and Q3_K) in 64-byte registers, for CPUs with AVX-512
 // VNNI (Package.swift sets LLAMA_VNNI). Two adjacent 8-row groups share each register: lanes 0-7
 // hold a 4-byte chunk of each row of the first group, lanes 8-15 the same chunk of the second,
 // so one `vpdpbusd` against a 4-byte group of activations broadcast to all 16 lanes advances 16
@@ -37,12 +37,14 @@ let wide16 = ProcessInfo.processInfo.environment["LLAMA_SWIFT_WIDE16"] != "0"
     return (bitFour(4 - 2 * c), bitFour(3 - 2 * c))
 }
 
-/// 16 rows (groups `a` and `b`) of Q4_0, Q4_1, Q5_0 or Q5_1 · 4 quantized inputs:
+/// 16 rows (groups `a` and `b`) of Q4_0, Q4_1, Q5_0, Q5_1 or IQ4_NL · 4 quantized inputs:
 /// `gemm4Nibblesx8` on both groups at once.
 @inline(__always)
 func gemm4Nibblesx16(_ type: TensorType, _ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activations,
                      _ x2: Q8Activations, _ x3: Q8Activations) -> (SIMD16<Float>, SIMD16<Float>, SIMD16<Float>, SIMD16<Float>) {
     let f = NibbleBlocks(type), mask = _mm512_set1_epi8(0x0F)
+    let t = levelBytes(), t32 = SIMD32(lowHalf: t, highHalf: t)
+    let table = f.levels ? unsafeBitCast(SIMD64(lowHalf: t32, highHalf: t32), to: __m512i.self) : _mm512_setzero_si512()
     var a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0
     for k in 0..<(x0.count / 32) {
         let ba = a + k * f.bytes, bb = b + k * f.bytes, o = k * 32
@@ -53,7 +55,10 @@ func gemm4Nibblesx16(_ type: TensorType, _ a: UnsafeRawPointer, _ b: UnsafeRawPo
         for c in 0..<4 {
             let v = pair(ba + f.qs + 32 * c, bb + f.qs + 32 * c)
             var lo = _mm512_and_si512(v, mask), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), mask)
-            if f.fifth {
+            if f.levels {
+                // The levels offset by 128 (`levelBytes`): the sums hold 128·Σx extra (f.zero).
+                lo = _mm512_shuffle_epi8(table, lo); hi = _mm512_shuffle_epi8(table, hi)
+            } else if f.fifth {
                 let (fl, fh) = fifthBits16(w, c)
                 lo = _mm512_or_si512(lo, fl); hi = _mm512_or_si512(hi, fh)
             }

@@ -72,41 +72,47 @@ func fitScaleAndMin(_ x: UnsafePointer<Float>, _ weights: UnsafePointer<Float>, 
     return (scale, -lo)
 }
 
-/// Symmetric scale for `n` values in [-nmax, nmax-1], weighted by x² (ggml `make_qx_quants` with
-/// rmse_type 1). Fills `levels` with l + nmax.
-func fitSymmetricScale(_ x: UnsafePointer<Float>, _ n: Int, _ nmax: Int, _ levels: UnsafeMutablePointer<Int8>) -> Float {
+/// The value of largest magnitude in `x` (the first of equals), or nil when every |x| is below
+/// 1e-15; then `levels` are all zero (ggml's `GROUP_MAX_EPS` case).
+private func largestValue(_ x: UnsafePointer<Float>, _ n: Int, _ levels: UnsafeMutablePointer<Int8>) -> Float? {
     var maxValue: Float = 0, amax: Float = 0
     for i in 0..<n where abs(x[i]) > amax {
         amax = abs(x[i])
         maxValue = x[i]
     }
-    if amax < 1e-15 {
-        for i in 0..<n { levels[i] = 0 }
-        return 0
-    }
-    var iscale = -Float(nmax) / maxValue
+    if amax >= 1e-15 { return maxValue }
+    for i in 0..<n { levels[i] = 0 }
+    return nil
+}
+
+/// Levels l = nearestInt(iscale·x) within [-nmax, nmax-1], each passed to `store` with its
+/// index, and their x²-weighted sums (Σw·x·l, Σw·l²).
+@inline(__always)
+private func symmetricLevels(_ x: UnsafePointer<Float>, _ n: Int, _ nmax: Int, _ iscale: Float,
+                             _ store: (Int, Int) -> Void = { _, _ in }) -> (sumLX: Float, sumL2: Float) {
     var sumLX: Float = 0, sumL2: Float = 0
     for i in 0..<n {
         let l = max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))
-        levels[i] = Int8(l + nmax)
+        store(i, l)
         let w = x[i] * x[i]
         sumLX += w * x[i] * Float(l)
         sumL2 += w * Float(l) * Float(l)
     }
+    return (sumLX, sumL2)
+}
+
+/// Symmetric scale for `n` values in [-nmax, nmax-1], weighted by x² (ggml `make_qx_quants` with
+/// rmse_type 1). Fills `levels` with l + nmax.
+func fitSymmetricScale(_ x: UnsafePointer<Float>, _ n: Int, _ nmax: Int, _ levels: UnsafeMutablePointer<Int8>) -> Float {
+    guard let maxValue = largestValue(x, n, levels) else { return 0 }
+    var (sumLX, sumL2) = symmetricLevels(x, n, nmax, -Float(nmax) / maxValue) { levels[$0] = Int8($1 + nmax) }
     var scale = sumL2 != 0 ? sumLX / sumL2 : 0
     var best = scale * sumLX
     for step in -9...9 where step != 0 {
-        iscale = -(Float(nmax) + 0.1 * Float(step)) / maxValue
-        sumLX = 0
-        sumL2 = 0
-        for i in 0..<n {
-            let l = max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))
-            let w = x[i] * x[i]
-            sumLX += w * x[i] * Float(l)
-            sumL2 += w * Float(l) * Float(l)
-        }
+        let iscale = -(Float(nmax) + 0.1 * Float(step)) / maxValue
+        (sumLX, sumL2) = symmetricLevels(x, n, nmax, iscale)
         if sumL2 > 0 && sumLX * sumLX > best * sumL2 {
-            for i in 0..<n { levels[i] = Int8(nmax + max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))) }
+            _ = symmetricLevels(x, n, nmax, iscale) { levels[$0] = Int8($1 + nmax) }
             scale = sumLX / sumL2
             best = scale * sumLX
         }
@@ -118,24 +124,8 @@ func fitSymmetricScale(_ x: UnsafePointer<Float>, _ n: Int, _ nmax: Int, _ level
 /// improves the x²-weighted fit, at most five rounds (ggml `make_q3_quants` with `do_rmse`).
 /// Fills `levels` with l + nmax.
 func fitSymmetricScaleByLevels(_ x: UnsafePointer<Float>, _ n: Int, _ nmax: Int, _ levels: UnsafeMutablePointer<Int8>) -> Float {
-    var maxValue: Float = 0, amax: Float = 0
-    for i in 0..<n where abs(x[i]) > amax {
-        amax = abs(x[i])
-        maxValue = x[i]
-    }
-    if amax < 1e-15 {
-        for i in 0..<n { levels[i] = 0 }
-        return 0
-    }
-    let iscale = -Float(nmax) / maxValue
-    var sumLX: Float = 0, sumL2: Float = 0
-    for i in 0..<n {
-        let l = max(-nmax, min(nmax - 1, nearestInt(iscale * x[i])))
-        levels[i] = Int8(l)
-        let w = x[i] * x[i]
-        sumLX += w * x[i] * Float(l)
-        sumL2 += w * Float(l) * Float(l)
-    }
+    guard let maxValue = largestValue(x, n, levels) else { return 0 }
+    var (sumLX, sumL2) = symmetricLevels(x, n, nmax, -Float(nmax) / maxValue) { levels[$0] = Int8($1) }
     for _ in 0..<5 {
         var changed = 0
         for i in 0..<n {
@@ -172,24 +162,37 @@ private func store2BitFields(_ levels: [UInt8], _ out: UnsafeMutableRawPointer, 
     }
 }
 
+/// The 256 / `size` sub-blocks of a super-block, each fitted with a scale and a minimum
+/// (`fitScaleAndMin`, weights from `weigh`; levels into `levels`), and the largest of each.
+private func fitScalesAndMins(_ x: UnsafePointer<Float>, _ levels: inout [UInt8], size: Int, nmax: Int, rmin: Float, nstep: Int,
+                              absolute: Bool = false, weigh: (UnsafePointer<Float>, inout [Float]) -> Void)
+    -> (scales: [Float], mins: [Float], maxScale: Float, maxMin: Float) {
+    let count = 256 / size
+    var scales = [Float](repeating: 0, count: count), mins = scales
+    var weights = [Float](repeating: 0, count: size)
+    var maxScale: Float = 0, maxMin: Float = 0
+    levels.withUnsafeMutableBufferPointer { L in
+        for j in 0..<count {
+            let xs = x + size * j
+            weigh(xs, &weights)
+            (scales[j], mins[j]) = weights.withUnsafeBufferPointer {
+                fitScaleAndMin(xs, $0.baseAddress!, size, nmax, L.baseAddress! + size * j,
+                               rmin: rmin, rdelta: 0.1, nstep: nstep, absolute: absolute)
+            }
+            maxScale = max(maxScale, scales[j])
+            maxMin = max(maxMin, mins[j])
+        }
+    }
+    return (scales, mins, maxScale, maxMin)
+}
+
 /// One Q2_K super-block (256 values → 84 bytes; ggml `quantize_row_q2_K_ref`): sixteen
 /// sub-blocks of 16 with a 4-bit scale and minimum each, fitted by least absolute deviation
 /// weighted by |x|, as multiples of the super-block's d and dmin.
 func quantizeQ2_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
     var levels = [UInt8](repeating: 0, count: 256)
-    var scales = [Float](repeating: 0, count: 16), mins = scales
-    var weights = [Float](repeating: 0, count: 16)
-    var maxScale: Float = 0, maxMin: Float = 0
-    levels.withUnsafeMutableBufferPointer { L in
-        for j in 0..<16 {
-            for l in 0..<16 { weights[l] = abs(x[16 * j + l]) }
-            (scales[j], mins[j]) = weights.withUnsafeBufferPointer {
-                fitScaleAndMin(x + 16 * j, $0.baseAddress!, 16, 3, L.baseAddress! + 16 * j,
-                               rmin: -0.5, rdelta: 0.1, nstep: 15, absolute: true)
-            }
-            maxScale = max(maxScale, scales[j])
-            maxMin = max(maxMin, mins[j])
-        }
+    let (scales, mins, maxScale, maxMin) = fitScalesAndMins(x, &levels, size: 16, nmax: 3, rmin: -0.5, nstep: 15, absolute: true) { xs, w in
+        for l in 0..<16 { w[l] = abs(xs[l]) }
     }
     var packed = [UInt8](repeating: 0, count: 16)
     var d: Float16 = 0, dmin: Float16 = 0
@@ -215,21 +218,29 @@ func quantizeQ2_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
     out.storeBytes(of: dmin.bitPattern, toByteOffset: 82, as: UInt16.self)
 }
 
+/// The sixteen sub-blocks of 16 of a super-block, each fitted by `fit` (its levels into
+/// `levels`), and the scale of largest magnitude (the first of equals) with that magnitude.
+private func fitSixteenScales(_ x: UnsafePointer<Float>, _ levels: inout [Int8],
+                              _ fit: (UnsafePointer<Float>, UnsafeMutablePointer<Int8>) -> Float) -> ([Float], Float, Float) {
+    var scales = [Float](repeating: 0, count: 16)
+    var largest: Float = 0, magnitude: Float = 0
+    levels.withUnsafeMutableBufferPointer { L in
+        for j in 0..<16 {
+            scales[j] = fit(x + 16 * j, L.baseAddress! + 16 * j)
+            if abs(scales[j]) > magnitude {
+                magnitude = abs(scales[j])
+                largest = scales[j]
+            }
+        }
+    }
+    return (scales, largest, magnitude)
+}
+
 /// One Q3_K super-block (256 values → 110 bytes; ggml `quantize_row_q3_K_ref`): sixteen
 /// sub-blocks of 16 with a signed 6-bit scale each, levels −4...3 whose third bit goes to hmask.
 func quantizeQ3_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
     var levels = [Int8](repeating: 0, count: 256)
-    var scales = [Float](repeating: 0, count: 16)
-    var maxScale: Float = 0, amax: Float = 0
-    levels.withUnsafeMutableBufferPointer { L in
-        for j in 0..<16 {
-            scales[j] = fitSymmetricScaleByLevels(x + 16 * j, 16, 4, L.baseAddress! + 16 * j)
-            if abs(scales[j]) > amax {
-                amax = abs(scales[j])
-                maxScale = scales[j]
-            }
-        }
-    }
+    let (scales, maxScale, _) = fitSixteenScales(x, &levels) { fitSymmetricScaleByLevels($0, 16, 4, $1) }
     out.initializeMemory(as: UInt8.self, repeating: 0, count: 110)
     var d: Float16 = 0
     if maxScale != 0 {
@@ -342,23 +353,12 @@ func quantizeQ5_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
 private func quantizeScaleMinK(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer, bits: Int) {
     let nmax = (1 << bits) - 1
     var levels = [UInt8](repeating: 0, count: 256)
-    var scales = [Float](repeating: 0, count: 8), mins = scales
-    var weights = [Float](repeating: 0, count: 32)
-    var maxScale: Float = 0, maxMin: Float = 0
-    levels.withUnsafeMutableBufferPointer { L in
-        for j in 0..<8 {
-            let xs = x + 32 * j
-            var sumX2: Float = 0
-            for l in 0..<32 { sumX2 += xs[l] * xs[l] }
-            let average = (sumX2 / 32).squareRoot()
-            for l in 0..<32 { weights[l] = average + abs(xs[l]) }
-            (scales[j], mins[j]) = weights.withUnsafeBufferPointer {
-                fitScaleAndMin(xs, $0.baseAddress!, 32, nmax, L.baseAddress! + 32 * j,
-                               rmin: bits == 4 ? -1 : -0.5, rdelta: 0.1, nstep: bits == 4 ? 20 : 15)
-            }
-            maxScale = max(maxScale, scales[j])
-            maxMin = max(maxMin, mins[j])
-        }
+    let (scales, mins, maxScale, maxMin) = fitScalesAndMins(x, &levels, size: 32, nmax: nmax, rmin: bits == 4 ? -1 : -0.5,
+                                                             nstep: bits == 4 ? 20 : 15) { xs, w in
+        var sumX2: Float = 0
+        for l in 0..<32 { sumX2 += xs[l] * xs[l] }
+        let average = (sumX2 / 32).squareRoot()
+        for l in 0..<32 { w[l] = average + abs(xs[l]) }
     }
     let inverseScale: Float = maxScale > 0 ? 63 / maxScale : 0
     let inverseMin: Float = maxMin > 0 ? 63 / maxMin : 0
@@ -407,17 +407,7 @@ private func quantizeScaleMinK(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRa
 /// One Q6_K super-block (256 values → 210 bytes).
 func quantizeQ6_K(_ x: UnsafePointer<Float>, _ out: UnsafeMutableRawPointer) {
     var levels = [Int8](repeating: 0, count: 256)
-    var scales = [Float](repeating: 0, count: 16)
-    var maxScale: Float = 0, maxAbsScale: Float = 0
-    levels.withUnsafeMutableBufferPointer { L in
-        for ib in 0..<16 {
-            scales[ib] = fitSymmetricScale(x + 16 * ib, 16, 32, L.baseAddress! + 16 * ib)
-            if abs(scales[ib]) > maxAbsScale {
-                maxAbsScale = abs(scales[ib])
-                maxScale = scales[ib]
-            }
-        }
-    }
+    let (scales, maxScale, maxAbsScale) = fitSixteenScales(x, &levels) { fitSymmetricScale($0, 16, 32, $1) }
     if maxAbsScale < 1e-15 {
         out.initializeMemory(as: UInt8.self, repeating: 0, count: 210)
         return
