@@ -93,15 +93,9 @@ extension TensorType {
         #if LLAMA_AVX2
         switch self {
         case .q8_0: return cols / 32 * 272
-        case .q4_0: return cols / 32 * 144
-        case .q4_1: return cols / 32 * 160
-        case .q5_0: return cols / 32 * 176
-        case .q5_1: return cols / 32 * 192
-        case .iq4_nl: return cols / 32 * 144
-        case .q4_K: return cols / 256 * 1184
-        case .q5_K: return cols / 256 * 1440
-        case .q2_K: return cols / 256 * 672
-        case .q3_K: return cols / 256 * 912
+        case .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl: return cols / 32 * NibbleBlocks(self).bytes
+        case .q4_K, .q5_K: return cols / 256 * ScaleMinBlocks(self).bytes
+        case .q2_K, .q3_K: return cols / 256 * LowBitBlocks(self).bytes
         case .q6_K: return cols / 256 * 1680
         default: return nil
         }
@@ -167,9 +161,9 @@ extension Matrix {
                 }
             }
         case .q4_K, .q5_K:
-            let fifth = type == .q5_K, superBytes = fifth ? 1440 : 1184, pairBytes = fifth ? 320 : 256
+            let f = ScaleMinBlocks(type), fifth = f.fifth
             for sb in 0..<(cols / 256) {
-                let src = group + sb * superBytes, out = dst + sb * type.blockBytes
+                let src = group + sb * f.bytes, out = dst + sb * type.blockBytes
                 out.copyMemory(from: src + 2 * lane, byteCount: 2)
                 (out + 2).copyMemory(from: src + 16 + 2 * lane, byteCount: 2)
                 let sc = (0..<8).map { src.load(fromByteOffset: 32 + 8 * $0 + lane, as: UInt8.self) }
@@ -181,7 +175,7 @@ extension Matrix {
                 }
                 let qs = fifth ? 48 : 16
                 for p in 0..<4 {
-                    let pair = src + 160 + pairBytes * p, nibbles = pair + (fifth ? 64 : 0)
+                    let pair = src + f.bits(p), nibbles = src + f.qs(p)
                     for c in 0..<8 {
                         (out + qs + 32 * p + 4 * c).copyMemory(from: nibbles + 32 * c + 4 * lane, byteCount: 4)
                     }
@@ -199,12 +193,11 @@ extension Matrix {
                 }
             }
         case .q2_K, .q3_K:
-            let q3 = type == .q3_K, blockBytes = type.blockBytes, groupBytes = q3 ? 912 : 672
-            let scaleBase = q3 ? 16 : 32, qsBase = q3 ? 400 : 160, qs = q3 ? 32 : 16
+            let f = LowBitBlocks(type), q3 = f.q3, qs = q3 ? 32 : 16
             for sb in 0..<(cols / 256) {
-                let src = group + sb * groupBytes, out = dst + sb * blockBytes
+                let src = group + sb * f.bytes, out = dst + sb * type.blockBytes
                 var sc = [UInt8](repeating: 0, count: 16)
-                for i in 0..<16 { sc[i] = src.load(fromByteOffset: scaleBase + 16 * (i / 2) + 2 * lane + i % 2, as: UInt8.self) }
+                for i in 0..<16 { sc[i] = src.load(fromByteOffset: f.scales + 16 * (i / 2) + 2 * lane + i % 2, as: UInt8.self) }
                 if q3 {
                     (out + 108).copyMemory(from: src + 2 * lane, byteCount: 2)
                     // The 6-bit values sc + 32, packed back as ggml packs them (see `q3KScales`).
@@ -215,7 +208,7 @@ extension Matrix {
                         for q in 0..<4 { high |= (v[4 * q + k] >> 4 & 3) << (2 * q) }
                         out.storeBytes(of: high, toByteOffset: 104 + k, as: UInt8.self)
                     }
-                    for c in 0..<8 { (out + 4 * c).copyMemory(from: src + 144 + 32 * c + 4 * lane, byteCount: 4) }
+                    for c in 0..<8 { (out + 4 * c).copyMemory(from: src + f.hmask + 32 * c + 4 * lane, byteCount: 4) }
                 } else {
                     (out + 80).copyMemory(from: src + 2 * lane, byteCount: 2)
                     (out + 82).copyMemory(from: src + 16 + 2 * lane, byteCount: 2)
@@ -223,7 +216,7 @@ extension Matrix {
                 }
                 for n in 0..<2 {
                     for c in 0..<8 {
-                        (out + qs + 32 * n + 4 * c).copyMemory(from: src + qsBase + 256 * n + 32 * c + 4 * lane, byteCount: 4)
+                        (out + qs + 32 * n + 4 * c).copyMemory(from: src + f.qs + 256 * n + 32 * c + 4 * lane, byteCount: 4)
                     }
                 }
             }
@@ -247,6 +240,57 @@ extension Matrix {
             preconditionFailure("no interleaved layout for \(type)")
         }
     }
+}
+
+// The layouts above as offsets, for the repacking, `fileRow` and the kernels alike.
+
+/// Layout of an interleaved group of the 32-element 4- and 5-bit formats (Q4_0, Q4_1, Q5_0,
+/// Q5_1, IQ4_NL): the bytes of one block of 8 rows, and where its parts start.
+struct NibbleBlocks {
+    /// Q4_1, Q5_1: x = d·q + m with q unsigned; Q4_0, Q5_0: x = d·(q − zero); IQ4_NL
+    /// (`levels`): x = d·level[q], multiplied as `levelBytes` gives them.
+    let withMin: Bool, fifth: Bool, levels: Bool
+    var bytes: Int { 144 + (withMin ? 16 : 0) + (fifth ? 32 : 0) }
+    var bits: Int { withMin ? 32 : 16 }
+    var qs: Int { bits + (fifth ? 32 : 0) }
+    /// What each integer sum holds per unit of Σx beyond Σ value·x.
+    var zero: Int32 { levels ? levelOffset : fifth ? 16 : 8 }
+
+    @inline(__always) init(_ type: TensorType) {
+        withMin = type == .q4_1 || type == .q5_1
+        fifth = type == .q5_0 || type == .q5_1
+        levels = type == .iq4_nl
+    }
+}
+
+/// What `NibbleBlocks.zero` holds for IQ4_NL: its levels are offset by 128 for `vpdpbusd`.
+#if LLAMA_VNNI
+let levelOffset: Int32 = 128
+#else
+let levelOffset: Int32 = 0
+#endif
+
+/// Byte offsets in an interleaved Q4_K or Q5_K group: a super-block, and pair p's fifth bits
+/// (Q5_K) and nibbles.
+struct ScaleMinBlocks {
+    let fifth: Bool
+    var bytes: Int { fifth ? 1440 : 1184 }
+    @inline(__always) func bits(_ p: Int) -> Int { 160 + 320 * p }
+    @inline(__always) func qs(_ p: Int) -> Int { fifth ? 224 + 320 * p : 160 + 256 * p }
+
+    @inline(__always) init(_ type: TensorType) { fifth = type == .q5_K }
+}
+
+/// Byte offsets in an interleaved Q2_K or Q3_K group (layouts at the top).
+struct LowBitBlocks {
+    let q3: Bool
+    var bytes: Int { q3 ? 912 : 672 }
+    var scales: Int { q3 ? 16 : 32 }
+    /// Q3_K's hmask.
+    var hmask: Int { 144 }
+    var qs: Int { q3 ? 400 : 160 }
+
+    @inline(__always) init(_ type: TensorType) { q3 = type == .q3_K }
 }
 
 /// Where the fifth bits of Q5_0, Q5_1 and Q5_K sit in the interleaved layouts: a 32-bit word per
@@ -300,9 +344,9 @@ private func interleaveBlocks(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: U
 /// element 64p + 32h + l).
 private func interleaveQ4_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: UnsafeMutableRawPointer, superBlocks: Int,
                             fifthBits: Bool = false) {
-    let superBytes = fifthBits ? 1440 : 1184, pairBytes = fifthBits ? 320 : 256, blockBytes = fifthBits ? 176 : 144
+    let f = ScaleMinBlocks(fifthBits ? .q5_K : .q4_K), blockBytes = fifthBits ? 176 : 144
     for sb in 0..<superBlocks {
-        let out = dst + sb * superBytes
+        let out = dst + sb * f.bytes
         for r in 0..<8 {
             let block = src + r * rowBytes + sb * blockBytes
             (out + 2 * r).copyMemory(from: block, byteCount: 2)
@@ -314,7 +358,7 @@ private func interleaveQ4_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: Uns
             }
             let qs = block + (fifthBits ? 48 : 16)
             for p in 0..<4 {
-                let pair = out + 160 + pairBytes * p, nibbles = pair + (fifthBits ? 64 : 0)
+                let pair = out + f.bits(p), nibbles = out + f.qs(p)
                 for c in 0..<8 {
                     (nibbles + 32 * c + 4 * r).copyMemory(from: qs + 32 * p + 4 * c, byteCount: 4)
                 }
@@ -336,26 +380,25 @@ private func interleaveQ4_K(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: Uns
 /// scales[12], d).
 private func interleaveLowBitK(_ src: UnsafeRawPointer, _ rowBytes: Int, _ dst: UnsafeMutableRawPointer, superBlocks: Int,
                                q3: Bool) {
-    let blockBytes = q3 ? 110 : 84, groupBytes = q3 ? 912 : 672
-    let scaleBase = q3 ? 16 : 32, qsBase = q3 ? 400 : 160, qs = q3 ? 32 : 16
+    let f = LowBitBlocks(q3 ? .q3_K : .q2_K), blockBytes = q3 ? 110 : 84, qs = q3 ? 32 : 16
     for sb in 0..<superBlocks {
-        let out = dst + sb * groupBytes
+        let out = dst + sb * f.bytes
         for r in 0..<8 {
             let block = src + r * rowBytes + sb * blockBytes
             let scales: SIMD16<UInt8>
             if q3 {
                 (out + 2 * r).copyMemory(from: block + 108, byteCount: 2)
                 scales = unsafeBitCast(q3KScales(block + 96), to: SIMD16<UInt8>.self)
-                for c in 0..<8 { (out + 144 + 32 * c + 4 * r).copyMemory(from: block + 4 * c, byteCount: 4) }
+                for c in 0..<8 { (out + f.hmask + 32 * c + 4 * r).copyMemory(from: block + 4 * c, byteCount: 4) }
             } else {
                 (out + 2 * r).copyMemory(from: block + 80, byteCount: 2)
                 (out + 16 + 2 * r).copyMemory(from: block + 82, byteCount: 2)
                 scales = block.loadUnaligned(as: SIMD16<UInt8>.self)
             }
-            for i in 0..<16 { out.storeBytes(of: scales[i], toByteOffset: scaleBase + 16 * (i / 2) + 2 * r + i % 2, as: UInt8.self) }
+            for i in 0..<16 { out.storeBytes(of: scales[i], toByteOffset: f.scales + 16 * (i / 2) + 2 * r + i % 2, as: UInt8.self) }
             for n in 0..<2 {
                 for c in 0..<8 {
-                    (out + qsBase + 256 * n + 32 * c + 4 * r).copyMemory(from: block + qs + 32 * n + 4 * c, byteCount: 4)
+                    (out + f.qs + 256 * n + 32 * c + 4 * r).copyMemory(from: block + qs + 32 * n + 4 * c, byteCount: 4)
                 }
             }
         }
@@ -536,24 +579,6 @@ func gemm4Q8_0x8(_ group: UnsafeRawPointer, _ x0: Q8Activations, _ x1: Q8Activat
     return (bitFour(4 - 2 * c), bitFour(3 - 2 * c))
 }
 
-/// Layout of an interleaved group of the 32-element 4- and 5-bit formats (Q4_0, Q4_1, Q5_0,
-/// Q5_1, IQ4_NL): the bytes of one block of 8 rows, and where its parts start.
-struct NibbleBlocks {
-    /// Q4_1, Q5_1: x = d·q + m with q unsigned; Q4_0, Q5_0: x = d·(q − zero); IQ4_NL
-    /// (`levels`): x = d·level[q], multiplied as `levelBytes` gives them.
-    let withMin: Bool, fifth: Bool, levels: Bool
-    var bytes: Int { 144 + (withMin ? 16 : 0) + (fifth ? 32 : 0) }
-    var bits: Int { withMin ? 32 : 16 }
-    var qs: Int { bits + (fifth ? 32 : 0) }
-    /// What each integer sum holds per unit of Σx beyond Σ value·x.
-    var zero: Int32 { levels ? levelOffset : fifth ? 16 : 8 }
-
-    @inline(__always) init(_ type: TensorType) {
-        withMin = type == .q4_1 || type == .q5_1
-        fifth = type == .q5_0 || type == .q5_1
-        levels = type == .iq4_nl
-    }
-}
 
 /// IQ4_NL's 16 levels, as the kernels multiply them: with VNNI offset by `levelOffset` = 128
 /// (unsigned, for `vpdpbusd`; the sums then hold 128·Σx extra), else signed (multiplied as
@@ -565,11 +590,6 @@ struct NibbleBlocks {
     unsafeBitCast(iq4nlLevels, to: SIMD16<UInt8>.self)
     #endif
 }
-#if LLAMA_VNNI
-let levelOffset: Int32 = 128
-#else
-let levelOffset: Int32 = 0
-#endif
 
 /// Σ q·x over one block of 8 interleaved rows (q unsigned: the nibble, plus 16 for a set fifth
 /// bit), as 8 int32 lanes, one per row.
@@ -707,16 +727,6 @@ func gemm4Nibblesx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Activ
     #endif
 }
 
-/// Byte offsets in an interleaved Q4_K or Q5_K group: a super-block, and pair p's fifth bits
-/// (Q5_K) and nibbles.
-struct ScaleMinBlocks {
-    let fifth: Bool
-    var bytes: Int { fifth ? 1440 : 1184 }
-    @inline(__always) func bits(_ p: Int) -> Int { 160 + 320 * p }
-    @inline(__always) func qs(_ p: Int) -> Int { fifth ? 224 + 320 * p : 160 + 256 * p }
-
-    @inline(__always) init(_ type: TensorType) { fifth = type == .q5_K }
-}
 
 /// The values (nibble, plus 16 for a set fifth bit) of chunk `c` of pair `p`: those of
 /// sub-block 2p and of 2p + 1.
@@ -833,15 +843,6 @@ func gemm4ScaleMinx8(_ type: TensorType, _ group: UnsafeRawPointer, _ x0: Q8Acti
     return (_mm256_sub_ps(a0, o0), _mm256_sub_ps(a1, o1), _mm256_sub_ps(a2, o2), _mm256_sub_ps(a3, o3))
 }
 
-/// Byte offsets in an interleaved Q2_K or Q3_K group (layouts at the top).
-private struct LowBitBlocks {
-    let q3: Bool
-    var bytes: Int { q3 ? 912 : 672 }
-    var scales: Int { q3 ? 16 : 32 }
-    var qs: Int { q3 ? 400 : 160 }
-
-    @inline(__always) init(_ type: TensorType) { q3 = type == .q3_K }
-}
 
 /// The unsigned values of chunk `c` (0..<8) of activation block 4n + j: Q2_K's 2-bit q, Q3_K's
 /// q + 4 (its high bit from hmask).
@@ -850,7 +851,7 @@ private func lowBitChunk(_ f: LowBitBlocks, _ block: UnsafeRawPointer, _ n: Int,
     let v = _mm256_and_si256(_mm256_srli_epi16(load32(block + f.qs + 256 * n + 32 * c), Int32(2 * j)), _mm256_set1_epi8(3))
     guard f.q3 else { return v }
     // Bit 4n + j of each hmask byte moved to bit 2 (4): 16-bit shifts, masked per byte.
-    let hm = load32(block + 144 + 32 * c), bit = 4 * n + j
+    let hm = load32(block + f.hmask + 32 * c), bit = 4 * n + j
     let high = bit <= 2 ? _mm256_slli_epi16(hm, Int32(2 - bit)) : _mm256_srli_epi16(hm, Int32(bit - 2))
     return _mm256_or_si256(v, _mm256_and_si256(high, _mm256_set1_epi8(4)))
 }
